@@ -1,0 +1,41 @@
+"""nora: activation-space fine-tuning — group-wise rational activations, NoRA, NoRA++, LoRAN.
+
+    import nora, timm
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=100)
+    cfg = nora.NoraConfig(groups=8, rank=3, alpha=6, degrees=(5, 4), target="gelu", trainable=["head"])
+    model = nora.apply_nora(model, cfg)
+"""
+
+from nora import _torchvision
+
+_torchvision.install()  # before anything imports timm / peft (see nora/_torchvision.py)
+
+from nora.adapters.nora import NoraActivation, NoraConfig, apply_nora, enable_nora_training  # noqa: E402
+from nora.adapters.plus import apply_nora_plus, load_nora_plus, save_nora_plus  # noqa: E402
+from nora.counting import ParameterCount, count_parameters  # noqa: E402
+from nora.fit import RationalFit, fit_rational, shipped_inits  # noqa: E402
+from nora.io import load_adapter, save_adapter  # noqa: E402
+from nora.merge import merge  # noqa: E402
+from nora.rational import GroupRational, rational  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GroupRational",
+    "NoraActivation",
+    "NoraConfig",
+    "ParameterCount",
+    "RationalFit",
+    "apply_nora",
+    "apply_nora_plus",
+    "count_parameters",
+    "enable_nora_training",
+    "fit_rational",
+    "load_adapter",
+    "load_nora_plus",
+    "merge",
+    "rational",
+    "save_adapter",
+    "save_nora_plus",
+    "shipped_inits",
+]

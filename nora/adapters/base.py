@@ -1,0 +1,93 @@
+"""What every adapter shares: a marker class, a reversible injection, and the record on the model.
+
+An adapter is applied in two phases: *plan* (validate the config against the model and build
+every new module, touching nothing) and *commit* (swap modules and set ``requires_grad``), which
+returns an :class:`Injection` that can undo itself.  ``nora.load_adapter`` uses the undo when the
+file turns out not to match, so a failed call leaves the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = ["AdapterModule", "AdapterRecord", "Injection", "get_record", "RECORD_ATTR"]
+
+RECORD_ATTR = "nora_adapter"
+
+
+class AdapterModule(nn.Module):
+    """Marker base class: the whole state (parameters and buffers) of such a module is adapter state.
+
+    Subclasses may define ``merged() -> nn.Module``, the plain module that computes the same
+    function with the adapter folded in; ``nora.merge`` swaps it in.
+    """
+
+
+@dataclass
+class AdapterRecord:
+    """Which adapter a model carries and with which config (used by save/load/merge)."""
+
+    kind: str
+    config: Any
+
+
+@dataclass
+class Injection:
+    """Module swaps and ``requires_grad`` changes made on ``model``, recorded so they can be undone."""
+
+    model: nn.Module
+    swapped: list[tuple[str, nn.Module]] = field(default_factory=list)
+    grad_flags: dict[int, tuple[nn.Parameter, bool]] = field(default_factory=dict)
+    had_record: bool = False
+    old_record: Any = None
+
+    @classmethod
+    def begin(cls, model: nn.Module) -> Injection:
+        return cls(model, had_record=hasattr(model, RECORD_ATTR), old_record=getattr(model, RECORD_ATTR, None))
+
+    def set_requires_grad(self, param: nn.Parameter, flag: bool) -> None:
+        self.grad_flags.setdefault(id(param), (param, param.requires_grad))
+        param.requires_grad_(flag)
+
+    def freeze_all(self) -> None:
+        for p in self.model.parameters():
+            self.set_requires_grad(p, False)
+
+    def swap(self, name: str, new: nn.Module) -> None:
+        old = replace_module(self.model, name, new)
+        self.swapped.append((name, old))
+
+    def attach(self, kind: str, config: Any) -> None:
+        setattr(self.model, RECORD_ATTR, AdapterRecord(kind, config))
+
+    def undo(self) -> None:
+        """Restore every swapped module, every ``requires_grad`` flag and the previous record."""
+        for name, old in reversed(self.swapped):
+            replace_module(self.model, name, old)
+        for param, flag in self.grad_flags.values():
+            param.requires_grad_(flag)
+        if self.had_record:
+            setattr(self.model, RECORD_ATTR, self.old_record)
+        elif hasattr(self.model, RECORD_ATTR):
+            delattr(self.model, RECORD_ATTR)
+        self.swapped.clear()
+        self.grad_flags.clear()
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` at dotted path ``name`` and return what was there."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    return old
+
+
+def get_record(model: nn.Module) -> AdapterRecord | None:
+    """The adapter record of ``model`` (or of the base model inside a peft wrapper)."""
+    from nora.inject import unwrap
+
+    return getattr(unwrap(model), RECORD_ATTR, None)
