@@ -11,6 +11,8 @@ from nora import _torchvision
 _torchvision.install()  # before anything imports timm / peft (see nora/_torchvision.py)
 
 from nora.adapters.nora import NoraActivation, NoraConfig, apply_nora, enable_nora_training  # noqa: E402
+from nora.adapters import activations, bottleneck, prompts  # noqa: E402,F401  (register their kinds)
+from nora.adapters.loran import LoRANConfig, Sinter, apply_loran, sinter  # noqa: E402
 from nora.adapters.plus import apply_nora_plus, load_nora_plus, save_nora_plus  # noqa: E402
 from nora.counting import ParameterCount, count_parameters  # noqa: E402
 from nora.fit import RationalFit, fit_rational, shipped_inits  # noqa: E402
@@ -22,10 +24,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GroupRational",
+    "LoRANConfig",
     "NoraActivation",
     "NoraConfig",
     "ParameterCount",
     "RationalFit",
+    "Sinter",
+    "apply_loran",
     "apply_nora",
     "apply_nora_plus",
     "count_parameters",
@@ -38,4 +43,5 @@ __all__ = [
     "save_adapter",
     "save_nora_plus",
     "shipped_inits",
+    "sinter",
 ]

@@ -36,7 +36,8 @@ def _numel(param: nn.Parameter) -> int:
 def count_parameters(model: nn.Module, exclude: Iterable[str] = ()) -> ParameterCount:
     """Count parameters of ``model``, skipping those under any module name prefix in ``exclude``.
 
-    Shared parameters are counted once.  ``exclude=["head"]`` gives the paper's Table 6
+    Shared parameters are counted once, and peft's unused frozen copy of a ``modules_to_save``
+    module (``original_module``) not at all.  ``exclude=["head"]`` gives the paper's Table 6
     convention (classification head not counted).
     """
     prefixes = tuple(exclude)
@@ -44,6 +45,8 @@ def count_parameters(model: nn.Module, exclude: Iterable[str] = ()) -> Parameter
     for name, param in model.named_parameters():
         if any(name == p or name.startswith(p + ".") or f".{p}." in f".{name}" for p in prefixes):
             continue
+        if ".original_module." in f".{name}":
+            continue  # peft's frozen copy of a modules_to_save module: the model computes with the other
         n = _numel(param)
         total += n
         if param.requires_grad:

@@ -1,6 +1,7 @@
 """Saving and loading adapters as safetensors + JSON (never pickles), with checks on load.
 
-Saved: the full state of every :class:`~nora.adapters.base.AdapterModule` in the model plus the
+Saved: the state of every :class:`~nora.adapters.base.AdapterModule` in the model (less the frozen
+layers it wraps, which it names in ``base_children``) plus the
 parameters of the modules the config lists as ``trainable`` (e.g. the new head), and a JSON file
 with the adapter kind, its config and the name, shape and dtype of every tensor.  Loading checks
 the JSON, the tensor file and the model against each other; on any mismatch it raises a
@@ -42,13 +43,16 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Adapter tensors of ``model`` by state-dict name: adapter modules whole, plus ``trainable`` modules."""
     base = unwrap(model)
     record = get_record(model)
-    prefixes = [n for n, m in base.named_modules() if isinstance(m, AdapterModule)]
+    adapters = [(n, m) for n, m in base.named_modules() if isinstance(m, AdapterModule)]
+    prefixes = [n for n, _ in adapters]
+    # An adapter wrapping a frozen layer (e.g. LoRAN's base_layer) names it in base_children: not saved.
+    skipped = [f"{n}.{child}." for n, m in adapters for child in getattr(m, "base_children", ())]
     trainable = getattr(record.config, "trainable", ()) if record else ()
     if trainable:
         prefixes += resolve_modules(base, trainable)
     state = {}
     for key, value in base.state_dict(keep_vars=True).items():
-        if any(key.startswith(p + ".") for p in prefixes):
+        if any(key.startswith(p + ".") for p in prefixes) and not any(key.startswith(s) for s in skipped):
             state[key] = value
     return state
 

@@ -22,8 +22,11 @@ class AdapterModule(nn.Module):
     """Marker base class: the whole state (parameters and buffers) of such a module is adapter state.
 
     Subclasses may define ``merged() -> nn.Module``, the plain module that computes the same
-    function with the adapter folded in; ``nora.merge`` swaps it in.
+    function with the adapter folded in; ``nora.merge`` swaps it in.  A subclass that wraps a
+    frozen base layer lists that child's name in ``base_children`` so it is not saved.
     """
+
+    base_children: tuple[str, ...] = ()
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Injection:
     grad_flags: dict[int, tuple[nn.Parameter, bool]] = field(default_factory=dict)
     had_record: bool = False
     old_record: Any = None
+    attrs: list[tuple[Any, str, bool, Any]] = field(default_factory=list)
 
     @classmethod
     def begin(cls, model: nn.Module) -> Injection:
@@ -56,6 +60,20 @@ class Injection:
         for p in self.model.parameters():
             self.set_requires_grad(p, False)
 
+    def unfreeze(self, module: nn.Module) -> None:
+        for p in module.parameters():
+            self.set_requires_grad(p, True)
+
+    def unfreeze_named(self, names: list[str]) -> None:
+        """Make the modules at these dotted names trainable (the configs' ``trainable``)."""
+        for name in names:
+            self.unfreeze(self.model.get_submodule(name))
+
+    def set_attr(self, obj: Any, name: str, value: Any) -> None:
+        """``setattr`` that ``undo`` reverts (e.g. timm's ``num_prefix_tokens``)."""
+        self.attrs.append((obj, name, hasattr(obj, name), getattr(obj, name, None)))
+        setattr(obj, name, value)
+
     def swap(self, name: str, new: nn.Module) -> None:
         old = replace_module(self.model, name, new)
         self.swapped.append((name, old))
@@ -64,7 +82,12 @@ class Injection:
         setattr(self.model, RECORD_ATTR, AdapterRecord(kind, config))
 
     def undo(self) -> None:
-        """Restore every swapped module, every ``requires_grad`` flag and the previous record."""
+        """Restore every swapped module, attribute, ``requires_grad`` flag and the previous record."""
+        for obj, name, existed, old in reversed(self.attrs):
+            if existed:
+                setattr(obj, name, old)
+            elif hasattr(obj, name):
+                delattr(obj, name)
         for name, old in reversed(self.swapped):
             replace_module(self.model, name, old)
         for param, flag in self.grad_flags.values():
@@ -75,6 +98,7 @@ class Injection:
             delattr(self.model, RECORD_ATTR)
         self.swapped.clear()
         self.grad_flags.clear()
+        self.attrs.clear()
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:

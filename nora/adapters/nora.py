@@ -228,9 +228,7 @@ def inject_nora(model: nn.Module, config: NoraConfig, *, example_input=None, fre
         injection.freeze_all()
     for name, layer in new_modules.items():
         injection.swap(name, layer)
-    for name in trainable:
-        for p in model.get_submodule(name).parameters():
-            injection.set_requires_grad(p, True)
+    injection.unfreeze_named(trainable)
     injection.attach("nora", config)
     return injection
 
