@@ -42,17 +42,18 @@ def _grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _numerator_and_denominator(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor):
-    """Horner evaluation of P(x) and Q(x) for grouped x of shape (N, G, Cg)."""
+    """Horner evaluation of P(x) and Q(x) for grouped x of shape (N, G, Cg), in place after one allocation each."""
     cols_a = num.unsqueeze(-1)  # (G, m+1, 1)
     cols_b = den.abs().unsqueeze(-1)  # (G, n, 1)
-    p = cols_a[:, -1] * x + cols_a[:, -2]
+    p = x * cols_a[:, -1]
+    p.add_(cols_a[:, -2])
     for k in range(num.shape[1] - 3, -1, -1):
-        p = p * x + cols_a[:, k]
+        p.mul_(x).add_(cols_a[:, k])
     ax = x.abs()
-    s = cols_b[:, -1] * ax
+    s = ax * cols_b[:, -1]
     for j in range(den.shape[1] - 2, -1, -1):
-        s = (s + cols_b[:, j]) * ax
-    return p, s + 1.0
+        s.add_(cols_b[:, j]).mul_(ax)
+    return p, s.add_(1.0)
 
 
 class _RationalFunction(torch.autograd.Function):
@@ -65,10 +66,13 @@ class _RationalFunction(torch.autograd.Function):
         cdt = _compute_dtype(x)
         xg = _grouped(x, groups).to(cdt)
         p, q = _numerator_and_denominator(xg, num.to(cdt), den.to(cdt))
-        return (p / q).reshape(x.shape).to(x.dtype)
+        return p.div_(q).reshape(x.shape).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        # Five full-size buffers (p->r, q, gq, ax, dp) reused in place; every buffer is dead
+        # before it is overwritten: grad_x needs r and gq, then the denominator sums consume r,
+        # then the numerator sums consume gq.
         x, num, den = ctx.saved_tensors
         groups = ctx.groups
         cdt = _compute_dtype(x)
@@ -76,39 +80,48 @@ class _RationalFunction(torch.autograd.Function):
         g = _grouped(grad_out, groups).to(cdt)
         a = num.to(cdt)
         b = den.to(cdt)
+        m, n = a.shape[1] - 1, b.shape[1]
         p, q = _numerator_and_denominator(xg, a, b)
-        r = p / q
-        g_over_q = g / q
+        gq = g / q
+        r = p.div_(q)
+        del q
         ax = xg.abs()
 
         grad_x = grad_num = grad_den = None
         if ctx.needs_input_grad[0]:
-            # P'(x) and S'(x) = d/dx sum |b_j| |x|^j, both by Horner.
-            m, n = a.shape[1] - 1, b.shape[1]
             ca = a.unsqueeze(-1)
             cb = b.abs().unsqueeze(-1)
-            dp = torch.zeros_like(xg) + (m * ca[:, m] if m >= 1 else 0.0)
+            # P'(x) by Horner
+            dp = xg * (m * ca[:, m]) if m >= 2 else torch.zeros_like(xg).add_(ca[:, 1])
             for k in range(m - 1, 0, -1):
-                dp = dp * xg + k * ca[:, k]
-            ds = torch.zeros_like(xg) + n * cb[:, n - 1]
+                dp.add_(k * ca[:, k])
+                if k > 1:
+                    dp.mul_(xg)
+            # S'(x) = sign(x) * sum_j j |b_j| |x|^(j-1), by Horner on |x|
+            ds = ax * (n * cb[:, n - 1]) if n >= 2 else torch.zeros_like(xg).add_(cb[:, 0])
             for j in range(n - 1, 0, -1):
-                ds = ds * ax + j * cb[:, j - 1]
-            ds = ds * torch.sign(xg)
-            grad_x = ((dp - r * ds) * g_over_q).reshape(x.shape).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            cols = []
-            t = g_over_q.clone()
-            for _ in range(a.shape[1]):
-                cols.append(t.sum(dim=(0, 2)))
-                t.mul_(xg)
-            grad_num = torch.stack(cols, dim=1).to(num.dtype)
+                ds.add_(j * cb[:, j - 1])
+                if j > 1:
+                    ds.mul_(ax)
+            ds.mul_(torch.sign(xg)).mul_(r)
+            grad_x = dp.sub_(ds).mul_(gq).reshape(x.shape).to(x.dtype)
+            del dp, ds
         if ctx.needs_input_grad[2]:
+            t = r.mul_(gq).mul_(ax).neg_()  # -P/Q^2 * g * |x|
             cols = []
-            t = -r * g_over_q * ax
-            for _ in range(b.shape[1]):
-                cols.append(t.sum(dim=(0, 2)))
-                t.mul_(ax)
+            for j in range(n):
+                cols.append(t.sum(0).sum(-1))
+                if j + 1 < n:
+                    t.mul_(ax)
             grad_den = (torch.stack(cols, dim=1) * _signed_unit(b)).to(den.dtype)
+        if ctx.needs_input_grad[1]:
+            t = gq  # g / Q * x^k
+            cols = []
+            for k in range(m + 1):
+                cols.append(t.sum(0).sum(-1))
+                if k < m:
+                    t.mul_(xg)
+            grad_num = torch.stack(cols, dim=1).to(num.dtype)
         return grad_x, grad_num, grad_den, None
 
 

@@ -12,7 +12,8 @@ def coefficients(groups=4, m=5, n=4, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     num = torch.randn(groups, m + 1, generator=g, dtype=dtype)
     den = torch.randn(groups, n, generator=g, dtype=dtype)
-    den = den.sign() * (den.abs() + 0.1)  # both signs, away from the kink of |b| at 0
+    den = den.sign() * (den.abs() + 0.1)  # away from the kink of |b| at 0
+    den[0, 0], den[-1, -1] = den[0, 0].abs(), -den[-1, -1].abs()  # both signs, always
     assert (den < 0).any() and (den > 0).any()
     return num, den
 
@@ -26,9 +27,13 @@ def test_gradcheck_float64_wrt_input_and_every_coefficient():
     assert torch.autograd.gradcheck(rational, (x, num, den), eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape,groups", [((7, 12), 3), ((2, 5, 24), 8), ((1, 3, 2, 10), 5)])
-def test_matches_reference_values_and_gradients(shape, groups):
-    num, den = coefficients(groups)
+@pytest.mark.parametrize(
+    "shape,groups,degrees",
+    [((7, 12), 3, (5, 4)), ((2, 5, 24), 8, (5, 4)), ((1, 3, 2, 10), 5, (5, 4)),
+     ((4, 6), 2, (1, 1)), ((4, 6), 3, (2, 1)), ((3, 8), 4, (3, 2)), ((3, 8), 2, (1, 3))],
+)
+def test_matches_reference_values_and_gradients(shape, groups, degrees):
+    num, den = coefficients(groups, *degrees)
     x = (3 * torch.randn(*shape, dtype=torch.float64)).requires_grad_(True)
     args = [x, num.clone().requires_grad_(True), den.clone().requires_grad_(True)]
     ref_args = [a.detach().clone().requires_grad_(True) for a in args]
