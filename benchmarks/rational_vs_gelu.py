@@ -1,23 +1,35 @@
-"""Forward+backward time and saved-for-backward bytes of GroupRational vs torch GELU, side by side.
+"""Forward+backward and forward-only time, and saved-for-backward bytes, of the rational paths vs torch GELU.
 
-    python benchmarks/rational_vs_gelu.py [--shape 32 197 768] [--repeats 20]
+    python benchmarks/rational_vs_gelu.py [--shape 32 197 768] [--groups 8] [--repeats 15]
+        [--no-compile] [--extra /scratch/peers.py:factory ...]
 
-Prints ratios to GELU measured in one run (interleaved, median of repeats), never absolute targets.
+Contenders, timed interleaved in one run (the order rotates every repeat; median of repeats):
+torch GELU; ``GroupRational`` on its default path (the fused C++ kernel) and forced eager
+(``nora.kernels.use("eager")``); the naive torch-ops reference; ``torch.compile`` (inductor) of
+the rational written by Horner in torch ops (its compile time is printed, not timed).
+``--extra FILE:FUNC`` adds contenders from a file outside the repository: ``FUNC(channels,
+groups)`` returns ``{name: module_or_callable}`` (how the peers' PyTorch references were run,
+see RESULTS.md).
+Prints times and ratios to GELU; never asserts a target.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-import nora  # noqa: F401
+import nora  # noqa: F401  (first: torchvision fix, registers everything)
+from nora import kernels
 from nora.rational import GroupRational, rational_reference
 
 
 def saved_bytes(fn, x) -> int:
+    """Bytes autograd keeps for backward (every tensor packed by saved_tensors_hooks)."""
     total = 0
 
     def pack(t):
@@ -30,39 +42,112 @@ def saved_bytes(fn, x) -> int:
     return total
 
 
-def fwd_bwd(fn, x, g):
-    x.grad = None
-    fn(x).backward(g)
+def horner_torch_ops(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """The rational written as plain differentiable torch ops (Horner), for torch.compile to fuse."""
+    groups = num.shape[0]
+    xg = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    a, b = num.unsqueeze(-1), den.abs().unsqueeze(-1)
+    p = a[:, -1]
+    for k in range(num.shape[1] - 2, -1, -1):
+        p = p * xg + a[:, k]
+    ax = xg.abs()
+    s = b[:, -1]
+    for j in range(den.shape[1] - 2, -1, -1):
+        s = s * ax + b[:, j]
+    return (p / (1 + ax * s)).reshape(x.shape)
+
+
+def on_backend(fn, backend: str):
+    """``fn`` evaluated with ``nora.kernels.use(backend)`` (forward; backward follows the forward's choice)."""
+
+    def call(t):
+        with kernels.use(backend):
+            return fn(t)
+
+    return call
+
+
+def load_extras(specs: list[str], channels: int, groups: int) -> dict:
+    out = {}
+    for spec in specs:
+        path, _, func = spec.rpartition(":")
+        module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        out.update(getattr(module, func)(channels, groups))
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs="+", default=[32, 197, 768])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive torch-ops reference (slow)")
+    parser.add_argument("--extra", action="append", default=[], metavar="FILE:FUNC")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(*args.shape, requires_grad=True)
     g = torch.randn(*args.shape)
-    layer = GroupRational(args.shape[-1], groups=args.groups)
+    channels = args.shape[-1]
+    layer = GroupRational(channels, groups=args.groups)
+    contenders = {
+        "gelu": torch.nn.functional.gelu,
+        "nora default": on_backend(layer, "auto"),
+        "nora eager": on_backend(layer, "eager"),
+    }
     naive = lambda t: rational_reference(t, layer.numerator, layer.denominator)  # noqa: E731
-    contenders = {"gelu": torch.nn.functional.gelu, "group_rational": layer, "naive_torch_ops": naive}
-    times = {k: [] for k in contenders}
+    if not args.no_naive:
+        contenders["naive torch ops"] = naive
+    if not args.no_compile:
+        compiled = torch.compile(lambda t: horner_torch_ops(t, layer.numerator, layer.denominator))
+        t0 = time.perf_counter()
+        compiled(x).backward(g)
+        print(f"torch.compile (inductor) of the rational by Horner: first forward+backward {time.perf_counter() - t0:.1f} s")
+        contenders["torch.compile(Horner)"] = compiled
+    contenders.update(load_extras(args.extra, channels, args.groups))
+    params = [p for fn in contenders.values() if isinstance(fn, torch.nn.Module) for p in fn.parameters()]
+    params += list(layer.parameters())
+
+    def fwd_bwd(fn):
+        x.grad = None
+        for p in params:
+            p.grad = None
+        fn(x).backward(g)
+
+    def fwd(fn):
+        with torch.no_grad():
+            fn(x)
+
+    names = list(contenders)
+    both = {k: [] for k in names}
+    forward = {k: [] for k in names}
     for fn in contenders.values():
-        fwd_bwd(fn, x, g)  # warm-up
-    for _ in range(args.repeats):
-        for name, fn in contenders.items():
+        fwd_bwd(fn)  # warm-up (builds the C++ kernel if this machine has not yet)
+    for i in range(args.repeats):
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
             t0 = time.perf_counter()
-            fwd_bwd(fn, x, g)
-            times[name].append(time.perf_counter() - t0)
-    base_t = statistics.median(times["gelu"])
+            fwd_bwd(contenders[name])
+            both[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fwd(contenders[name])
+            forward[name].append(time.perf_counter() - t0)
+    base_b, base_f = statistics.median(both["gelu"]), statistics.median(forward["gelu"])
     base_m = saved_bytes(torch.nn.functional.gelu, x)
-    print(f"shape {tuple(args.shape)} fp32, {torch.get_num_threads()} threads, forward+backward, median of {args.repeats}")
-    print(f"{'path':18s} {'ms':>8s} {'time/GELU':>10s} {'saved MB':>9s} {'mem/GELU':>9s}")
-    for name, fn in contenders.items():
-        t = statistics.median(times[name])
-        m = saved_bytes(fn, x)
-        print(f"{name:18s} {1e3 * t:8.1f} {t / base_t:10.2f} {m / 2**20:9.1f} {m / base_m:9.2f}")
+    print(
+        f"shape {tuple(args.shape)} fp32, {args.groups} groups, type {layer.degrees}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} interleaved repeats; default backend here: {kernels.select(x, layer.numerator, layer.denominator)}"
+    )
+    print(f"{'path':24s} {'fwd+bwd ms':>10s} {'x GELU':>7s} {'fwd ms':>8s} {'x GELU':>7s} {'saved MB':>9s} {'x GELU':>7s}")
+    for name in names:
+        tb, tf = statistics.median(both[name]), statistics.median(forward[name])
+        m = saved_bytes(contenders[name], x)
+        print(f"{name:24s} {1e3 * tb:10.2f} {tb / base_b:7.2f} {1e3 * tf:8.2f} {tf / base_f:7.2f} {m / 2**20:9.2f} {m / base_m:7.2f}")
 
 
 if __name__ == "__main__":

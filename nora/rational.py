@@ -22,107 +22,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from nora import kernels
+
 __all__ = ["GroupRational", "rational", "rational_reference"]
-
-
-def _signed_unit(b: torch.Tensor) -> torch.Tensor:
-    """d|b|/db with the sub-gradient +1 at b = 0, so a coefficient that starts at 0 can still move."""
-    return torch.where(b < 0, -torch.ones_like(b), torch.ones_like(b))
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """fp16/bf16 are computed in fp32; fp32 and fp64 in their own precision."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
     """View (..., C) as (N, groups, C // groups) without copying when possible."""
     channels = x.shape[-1]
     return x.reshape(-1, groups, channels // groups)
-
-
-def _numerator_and_denominator(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor):
-    """Horner evaluation of P(x) and Q(x) for grouped x of shape (N, G, Cg), in place after one allocation each."""
-    cols_a = num.unsqueeze(-1)  # (G, m+1, 1)
-    cols_b = den.abs().unsqueeze(-1)  # (G, n, 1)
-    p = x * cols_a[:, -1]
-    p.add_(cols_a[:, -2])
-    for k in range(num.shape[1] - 3, -1, -1):
-        p.mul_(x).add_(cols_a[:, k])
-    ax = x.abs()
-    s = ax * cols_b[:, -1]
-    for j in range(den.shape[1] - 2, -1, -1):
-        s.add_(cols_b[:, j]).mul_(ax)
-    return p, s.add_(1.0)
-
-
-class _RationalFunction(torch.autograd.Function):
-    """Saves only the input and the coefficients (the same bytes GELU saves) and recomputes in backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, num: torch.Tensor, den: torch.Tensor, groups: int):
-        ctx.save_for_backward(x, num, den)
-        ctx.groups = groups
-        cdt = _compute_dtype(x)
-        xg = _grouped(x, groups).to(cdt)
-        p, q = _numerator_and_denominator(xg, num.to(cdt), den.to(cdt))
-        return p.div_(q).reshape(x.shape).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        # Five full-size buffers (p->r, q, gq, ax, dp) reused in place; every buffer is dead
-        # before it is overwritten: grad_x needs r and gq, then the denominator sums consume r,
-        # then the numerator sums consume gq.
-        x, num, den = ctx.saved_tensors
-        groups = ctx.groups
-        cdt = _compute_dtype(x)
-        xg = _grouped(x, groups).to(cdt)
-        g = _grouped(grad_out, groups).to(cdt)
-        a = num.to(cdt)
-        b = den.to(cdt)
-        m, n = a.shape[1] - 1, b.shape[1]
-        p, q = _numerator_and_denominator(xg, a, b)
-        gq = g / q
-        r = p.div_(q)
-        del q
-        ax = xg.abs()
-
-        grad_x = grad_num = grad_den = None
-        if ctx.needs_input_grad[0]:
-            ca = a.unsqueeze(-1)
-            cb = b.abs().unsqueeze(-1)
-            # P'(x) by Horner
-            dp = xg * (m * ca[:, m]) if m >= 2 else torch.zeros_like(xg).add_(ca[:, 1])
-            for k in range(m - 1, 0, -1):
-                dp.add_(k * ca[:, k])
-                if k > 1:
-                    dp.mul_(xg)
-            # S'(x) = sign(x) * sum_j j |b_j| |x|^(j-1), by Horner on |x|
-            ds = ax * (n * cb[:, n - 1]) if n >= 2 else torch.zeros_like(xg).add_(cb[:, 0])
-            for j in range(n - 1, 0, -1):
-                ds.add_(j * cb[:, j - 1])
-                if j > 1:
-                    ds.mul_(ax)
-            ds.mul_(torch.sign(xg)).mul_(r)
-            grad_x = dp.sub_(ds).mul_(gq).reshape(x.shape).to(x.dtype)
-            del dp, ds
-        if ctx.needs_input_grad[2]:
-            t = r.mul_(gq).mul_(ax).neg_()  # -P/Q^2 * g * |x|
-            cols = []
-            for j in range(n):
-                cols.append(t.sum(0).sum(-1))
-                if j + 1 < n:
-                    t.mul_(ax)
-            grad_den = (torch.stack(cols, dim=1) * _signed_unit(b)).to(den.dtype)
-        if ctx.needs_input_grad[1]:
-            t = gq  # g / Q * x^k
-            cols = []
-            for k in range(m + 1):
-                cols.append(t.sum(0).sum(-1))
-                if k < m:
-                    t.mul_(xg)
-            grad_num = torch.stack(cols, dim=1).to(num.dtype)
-        return grad_x, grad_num, grad_den, None
 
 
 def _check_coefficients(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> int:
@@ -143,9 +51,14 @@ def _check_coefficients(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -
 
 
 def rational(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """Apply the group-wise safe rational to ``x`` (..., C) with (G, m+1) / (G, n) coefficients."""
+    """Apply the group-wise safe rational to ``x`` (..., C) with (G, m+1) / (G, n) coefficients.
+
+    The kernel is chosen by ``nora.kernels.select``: the fused C++ kernel on CPU, Triton on CUDA,
+    chunked eager torch ops otherwise (or with ``NORA_KERNEL=eager``); every one saves only x and
+    the coefficients for backward (GELU's bytes plus a few hundred).
+    """
     groups = _check_coefficients(x, num, den)
-    return _RationalFunction.apply(x, num, den, groups)
+    return kernels.function(kernels.select(x, num, den)).apply(x, num, den, groups)
 
 
 def rational_reference(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

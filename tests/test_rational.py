@@ -1,11 +1,26 @@
-"""GroupRational: exact gradients, dtype handling, large inputs, saved memory, grouping."""
+"""GroupRational: exact gradients, dtype handling, large inputs, saved memory, grouping — on every CPU path.
+
+Each test that evaluates the rational runs once per backend (``backend`` fixture): the chunked
+eager torch-ops path and the fused C++ kernel. The Triton kernels are tested in test_kernels.py.
+"""
 
 import math
 
 import pytest
 import torch
 
+from nora import kernels
+from nora.kernels import cpu
 from nora.rational import GroupRational, rational, rational_reference
+
+
+@pytest.fixture(params=["eager", "cpp"])
+def backend(request):
+    """Run the test with the rational forced onto one backend (forward and backward)."""
+    if request.param == "cpp" and not cpu.available():
+        pytest.skip(f"C++ kernel unavailable: {cpu.build_error()}")
+    with kernels.use(request.param):
+        yield request.param
 
 
 def coefficients(groups=4, m=5, n=4, dtype=torch.float64, seed=0):
@@ -18,7 +33,7 @@ def coefficients(groups=4, m=5, n=4, dtype=torch.float64, seed=0):
     return num, den
 
 
-def test_gradcheck_float64_wrt_input_and_every_coefficient():
+def test_gradcheck_float64_wrt_input_and_every_coefficient(backend):
     num, den = coefficients()
     x = torch.randn(3, 5, 8, dtype=torch.float64)
     x = x + 0.05 * x.sign()  # keep away from x = 0, where |x| is not differentiable
@@ -30,9 +45,10 @@ def test_gradcheck_float64_wrt_input_and_every_coefficient():
 @pytest.mark.parametrize(
     "shape,groups,degrees",
     [((7, 12), 3, (5, 4)), ((2, 5, 24), 8, (5, 4)), ((1, 3, 2, 10), 5, (5, 4)),
-     ((4, 6), 2, (1, 1)), ((4, 6), 3, (2, 1)), ((3, 8), 4, (3, 2)), ((3, 8), 2, (1, 3))],
+     ((4, 6), 2, (1, 1)), ((4, 6), 3, (2, 1)), ((3, 8), 4, (3, 2)), ((3, 8), 2, (1, 3)),
+     ((3, 50, 520), 8, (5, 4))],  # > one eager chunk and above the C++ kernel's threading threshold
 )
-def test_matches_reference_values_and_gradients(shape, groups, degrees):
+def test_matches_reference_values_and_gradients(shape, groups, degrees, backend):
     num, den = coefficients(groups, *degrees)
     x = (3 * torch.randn(*shape, dtype=torch.float64)).requires_grad_(True)
     args = [x, num.clone().requires_grad_(True), den.clone().requires_grad_(True)]
@@ -47,7 +63,7 @@ def test_matches_reference_values_and_gradients(shape, groups, degrees):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_computed_in_fp32_returned_in_input_dtype(dtype):
+def test_half_inputs_computed_in_fp32_returned_in_input_dtype(dtype, backend):
     num, den = coefficients(dtype=torch.float32)
     x = torch.randn(6, 16).to(dtype).requires_grad_(True)
     out = rational(x, num, den)
@@ -59,7 +75,7 @@ def test_half_inputs_computed_in_fp32_returned_in_input_dtype(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_finite_outputs_and_gradients_for_large_inputs(dtype):
+def test_finite_outputs_and_gradients_for_large_inputs(dtype, backend):
     num, den = coefficients(groups=2, dtype=torch.float32)
     x = torch.tensor([-1e4, -3e3, -1.0, 0.0, 1.0, 3e3, 1e4, 7e3], dtype=dtype).repeat(2, 1).requires_grad_(True)
     num.requires_grad_(True)
@@ -83,7 +99,7 @@ def saved_bytes(fn, x):
     return total
 
 
-def test_backward_saves_what_gelu_saves_plus_the_coefficients():
+def test_backward_saves_what_gelu_saves_plus_the_coefficients(backend):
     layer = GroupRational(768, groups=8)
     x = torch.randn(4, 197, 768, requires_grad=True)
     coeff_bytes = sum(p.numel() * p.element_size() for p in layer.parameters())
@@ -92,7 +108,7 @@ def test_backward_saves_what_gelu_saves_plus_the_coefficients():
     assert saved_bytes(layer, x) == gelu_bytes + coeff_bytes
 
 
-def test_groups_are_contiguous_channel_blocks():
+def test_groups_are_contiguous_channel_blocks(backend):
     num, den = coefficients(groups=2, dtype=torch.float32)
     x = torch.randn(5, 8)
     out = rational(x, num, den)
@@ -100,7 +116,7 @@ def test_groups_are_contiguous_channel_blocks():
     torch.testing.assert_close(out[:, 4:], rational(x[:, 4:], num[1:], den[1:]))
 
 
-def test_denominator_never_below_one_whatever_the_coefficients():
+def test_denominator_never_below_one_whatever_the_coefficients(backend):
     num = torch.zeros(1, 6)
     num[0, 0] = 1.0  # P = 1, so y = 1 / Q
     den = -torch.rand(1, 4) * 10  # negative b: a signed-x form would create poles
@@ -118,7 +134,7 @@ def test_invalid_construction_names_the_field():
         GroupRational(8, groups=2)(torch.randn(2, 6))
 
 
-def test_regroup_replicates_each_group_into_its_sub_groups():
+def test_regroup_replicates_each_group_into_its_sub_groups(backend):
     layer = GroupRational(16, groups=2)
     with torch.no_grad():
         layer.numerator[1] += 0.5
@@ -130,7 +146,7 @@ def test_regroup_replicates_each_group_into_its_sub_groups():
     torch.testing.assert_close(grown(x), layer(x))
 
 
-def test_fp64_module_inputs_keep_fp64_precision():
+def test_fp64_module_inputs_keep_fp64_precision(backend):
     layer = GroupRational(4, groups=1, init="silu").double()
     x = torch.linspace(-2, 2, 4, dtype=torch.float64)
     assert layer(x).dtype == torch.float64

@@ -1,0 +1,1 @@
+"""Evaluation helpers shared by the notebooks (efficiency: timing, FLOPs, memory)."""
