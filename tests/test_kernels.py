@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nora import kernels
-from nora.kernels import cpu
+from nora.kernels import cpu, eager
 from nora.kernels.triton_rational import HAS_TRITON
 from nora.rational import GroupRational, rational, rational_reference
 
@@ -152,6 +152,51 @@ def test_empty_and_non_contiguous_inputs(backend):
         assert empty.grad.shape == empty.shape
         x = torch.randn(8, 5).t()  # (5, 8) transposed view
         torch.testing.assert_close(rational(x, num, den), rational(x.contiguous(), num, den))
+
+
+# (shape, groups, degrees) under tiny CHUNK=100 / BLOCK=20: ragged last chunks and blocks; group widths 30
+# (two 15-wide pieces per group), 14 (one row per block), 23 (prime and > BLOCK: whole-width one-row blocks)
+EAGER_RAGGED = [((7, 13, 60), 2, (5, 4)), ((11, 42), 3, (3, 2)), ((5, 46), 2, (2, 3)), ((9, 4), 1, (1, 1))]
+
+
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12), (torch.bfloat16, 1e-2), (torch.float16, 1e-2)]
+)
+@pytest.mark.parametrize("shape,groups,degrees", EAGER_RAGGED)
+def test_eager_ragged_chunks_blocks_and_dtypes(monkeypatch, dtype, tol, shape, groups, degrees):
+    """The eager path with chunk/block sizes that leave ragged ends and split groups: float64 reference,
+    fp64 computed in fp64, bf16/fp16 in fp32 (outputs in the input dtype)."""
+    monkeypatch.setattr(eager, "CHUNK", 100)
+    monkeypatch.setattr(eager, "BLOCK", 20)
+    num, den = coefficients(groups, *degrees, seed=shape[-1])
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    x64 = (3 * torch.randn(*shape, dtype=torch.float64)).to(dtype).double()
+    w = torch.randn(*shape, dtype=torch.float64).to(dtype).double()
+    args = [a.clone().requires_grad_(True) for a in (x64.to(dtype), num.to(cdt), den.to(cdt))]
+    with kernels.use("eager"):
+        out = rational(*args)
+    (out.double() * w).sum().backward()
+    ref_args = [t.detach().double().clone().requires_grad_(True) for t in (x64, num.to(cdt), den.to(cdt))]
+    ref = rational_reference(*ref_args)
+    (ref * w).sum().backward()
+    assert out.dtype == dtype and args[0].grad.dtype == dtype
+    assert relative(out, ref) <= tol
+    for a, b in zip(args, ref_args):
+        assert relative(a.grad, b.grad) <= tol
+
+
+def test_eager_leaves_the_thread_count_as_it_was():
+    """The eager path runs its ops on the calling thread (torch.set_num_threads(1) inside) and restores it."""
+    threads = torch.get_num_threads()
+    num, den = coefficients(2, 5, 4, seed=2)
+    x = torch.randn(300, 64, requires_grad=True)
+    try:
+        torch.set_num_threads(2)
+        with kernels.use("eager"):
+            rational(x, num.float(), den.float()).sum().backward()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cpp_results_are_bitwise_the_same_for_any_thread_count():
