@@ -18,9 +18,9 @@ idle 2-core machine; 45 minutes on the shared one it was made on; same seed, sam
     python -m nora.backbone pretrain --profile book --out nora/checkpoints
 
 Without a shipped checkpoint, ``pretrained_vit`` pre-trains on first use and caches the result in
-``$NORA_CACHE`` (default ``~/.cache/nora``)/backbones.  Floating-point sums differ across CPUs and
-thread counts, so a checkpoint re-made elsewhere may differ in its last bits from the recorded
-one (a warning says so); the shipped file is what the committed notebooks used.
+``$NORA_CACHE`` (default ``~/.cache/nora``)/backbones.  Floating-point sums differ across CPUs,
+thread counts and memory layouts, so a checkpoint re-made elsewhere may differ in its last bits
+from the recorded one (a warning says so); the shipped file is what the committed notebooks used.
 
 Loading is cheap after the first call: the weights are read once per process and copied into a
 fresh model, with a fresh classification head (seeded) when ``num_classes`` is given.
@@ -258,11 +258,24 @@ def source_task(profile: str):
                 test=draw(cfg.test_images, cfg.seed + 1_000_000), classes=CLASSES, description=spec.source)
 
 
-def pretrain(profile: str, out: str | Path | None = None, *, progress: bool = True) -> dict:
+def pretrain(profile: str, out: str | Path | None = None, *, progress: bool = True, threads: int = 1) -> dict:
     """Pre-train the profile's backbone on the generated source task; write ``vit-<profile>.safetensors`` + ``.json``.
 
-    Returns the manifest (spec, source accuracy, time, SHA-256 of the float16 weights file).
+    Returns the manifest (spec, source accuracy, time, SHA-256 of the float16 weights file).  Runs
+    on ``threads`` torch threads (restored afterwards): one by default, the setting under which a
+    fresh process re-made the same bytes in our checks; with two threads the CPU kernels' parallel
+    reductions changed the last bits from run to run (2 distinct hashes in 5 runs).  Even on one
+    thread, summation order can follow memory alignment, so identical bytes are likely, not promised.
     """
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _pretrain(profile, out, progress)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _pretrain(profile: str, out: str | Path | None, progress: bool) -> dict:
     from safetensors.torch import save_file
 
     from nora.train import TrainConfig, train
@@ -320,15 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pretrain", help="pre-train a book/smoke backbone on the generated source task")
     p.add_argument("--profile", default="book", choices=("smoke", "book"))
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default: ${CACHE_ENV}/backbones)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: $NORA_THREADS, else 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the setting that re-made the recorded bytes)")
     i = sub.add_parser("info", help="where the profile's checkpoint is, and its provenance")
     i.add_argument("--profile", default="book", choices=("smoke", "book"))
     args = parser.parse_args(argv)
     if args.command == "pretrain":
-        from nora.train import configure_threads
-
-        configure_threads(args.threads)
-        manifest = pretrain(args.profile, args.out)
+        manifest = pretrain(args.profile, args.out, threads=args.threads)
         print(json.dumps(manifest, indent=1, sort_keys=True))
         return 0
     path = checkpoint_path(args.profile)

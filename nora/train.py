@@ -11,8 +11,11 @@ each epoch's batches (model in train mode, as the batches go by: no extra pass);
 a full evaluation after every ``eval_every`` epochs (and always after the last).  ``amp=True``
 uses autocast (bf16 on CPU and on GPUs that support it, else fp16 with a gradient scaler).
 
-A run is a pure function of the model's initial state, the data, the config and ``seed`` (which
-seeds the batch order) on a given machine and thread count; ``configure_threads`` sets the latter.
+A run is determined by the model's initial state, the data, the config and ``seed`` (which seeds
+the batch order) up to floating-point rounding: CPU kernels sum in an order that depends on the
+thread count and on memory alignment, so reruns agree to the last few bits, not bit for bit
+(measured on a 6-step pre-training: with two threads 2 distinct results in 5 runs; with one thread
+identical in fresh processes, but not always within one process).
 """
 
 from __future__ import annotations
@@ -101,8 +104,9 @@ class TrainResult:
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads: ``threads``, else $NORA_THREADS, else 2 (the book's 2-core machine).
 
-    On a machine whose cores are shared with other jobs, one thread per process is often faster in
-    wall time than two (the threads wait on each other); set NORA_THREADS=1 there.
+    On a machine whose cores are shared with other jobs one thread is often faster in wall time
+    than two (the threads wait on each other), and it varies less between reruns (see the module
+    docstring).  The book profile's committed notebooks were run with NORA_THREADS=1.
     """
     if threads is None:
         raw = os.environ.get(THREADS_ENV, "2")

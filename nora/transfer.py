@@ -49,10 +49,13 @@ def parameter_counts(model: nn.Module) -> dict[str, Any]:
 
 def fine_tune(method: str, task: Task, config: TrainConfig, *, profile: str, seed: int = 0,
               overrides: dict[str, Any] | None = None, prepare: Callable[[nn.Module], nn.Module] | None = None,
-              weights: bool = True, progress: bool = False, desc: str | None = None) -> TrainResult:
+              weights: bool = True, progress: bool = False, desc: str | None = None,
+              return_model: bool = False) -> TrainResult | tuple[TrainResult, nn.Module]:
     """Fine-tune the profile's pre-trained ViT on ``task`` with ``method``; counts go in ``result.extra``.
 
     ``weights=False`` starts from the same architecture randomly initialised (a no-pre-training reference).
+    ``return_model=True`` returns ``(result, model)``, the trained model too (a peft ``PeftModel`` for
+    the peft methods), for analyses of the tuned network (``nora.analysis``).
     """
     from nora.backbone import pretrained_vit
     from nora.methods import build_method
@@ -69,7 +72,7 @@ def fine_tune(method: str, task: Task, config: TrainConfig, *, profile: str, see
     result = train(model, task.train, task.test, config, seed=seed, progress=progress,
                    desc=desc or f"{method} {task.name} seed {seed}")
     result.extra.update(method=method, task=task.name, seed=seed, **counts)
-    return result
+    return (result, model) if return_model else result
 
 
 def lr_search(method: str, task: Task, grid: Sequence[float], config: TrainConfig, *, profile: str, seed: int = 0,

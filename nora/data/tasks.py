@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["MEAN", "STD", "Task", "dataset_labels", "stratified_indices"]
+__all__ = ["MEAN", "STD", "Task", "as_tensor_dataset", "dataset_labels", "stratified_indices"]
 
 # Every backbone in this book sees images normalised with mean 0.5 and std 0.5 per channel: the
 # normalisation of timm's augreg ViT-Tiny (paper profile), used for the book's own pre-training too.
