@@ -26,6 +26,7 @@ import torch
 import nora  # noqa: F401  (first: torchvision fix, registers everything)
 from nora import kernels
 from nora.rational import GroupRational, rational_reference
+from nora.theory import rational_functional  # the rational in plain torch ops (Horner), for torch.compile
 
 
 def saved_bytes(fn, x) -> int:
@@ -40,21 +41,6 @@ def saved_bytes(fn, x) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn(x)
     return total
-
-
-def horner_torch_ops(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """The rational written as plain differentiable torch ops (Horner), for torch.compile to fuse."""
-    groups = num.shape[0]
-    xg = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
-    a, b = num.unsqueeze(-1), den.abs().unsqueeze(-1)
-    p = a[:, -1]
-    for k in range(num.shape[1] - 2, -1, -1):
-        p = p * xg + a[:, k]
-    ax = xg.abs()
-    s = b[:, -1]
-    for j in range(den.shape[1] - 2, -1, -1):
-        s = s * ax + b[:, j]
-    return (p / (1 + ax * s)).reshape(x.shape)
 
 
 def on_backend(fn, backend: str):
@@ -104,7 +90,7 @@ def main() -> None:
     if not args.no_naive:
         contenders["naive torch ops"] = naive
     if not args.no_compile:
-        compiled = torch.compile(lambda t: horner_torch_ops(t, layer.numerator, layer.denominator))
+        compiled = torch.compile(lambda t: rational_functional(t, layer.numerator, layer.denominator))
         t0 = time.perf_counter()
         compiled(x).backward(g)
         print(f"torch.compile (inductor) of the rational by Horner: first forward+backward {time.perf_counter() - t0:.1f} s")

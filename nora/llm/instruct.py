@@ -164,9 +164,25 @@ def finetune(model, tokenizer, records: Sequence[dict], *, seed: int, steps: int
     a NoRA++ run with the same seed see the same batches in the same order. ``on_trained(trainer)``
     is called after training (e.g. to gather a sharded state dict before the trainer is gone).
     """
+    return train_encoded(model, encode_records(records, tokenizer, cutoff), tokenizer.pad_token_id, seed=seed,
+                         steps=steps, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         warmup_ratio=warmup_ratio, weight_decay=weight_decay, scheduler=scheduler, use_cpu=use_cpu,
+                         bf16=bf16, gradient_accumulation=gradient_accumulation, output_dir=output_dir,
+                         on_trained=on_trained, **trainer_kwargs)
+
+
+def train_encoded(model, data: Sequence[dict[str, list[int]]], pad_token_id: int, *, seed: int, steps: int | None = None,
+                  epochs: float = 1.0, batch_size: int = 8, learning_rate: float = 1e-3, warmup_ratio: float = 0.03,
+                  weight_decay: float = 0.0, scheduler: str = "cosine", use_cpu: bool = True, bf16: bool = False,
+                  gradient_accumulation: int = 1, output_dir: str | None = None, on_trained: Callable | None = None,
+                  **trainer_kwargs) -> TuneResult:
+    """The training loop shared by every chapter's fine-tuning: ``Trainer`` on already-encoded, prompt-masked examples.
+
+    ``data`` holds ``input_ids`` / ``labels`` (prompt tokens labelled -100); ``steps`` defaults to
+    ``epochs`` passes over it. Step times and logged losses are recorded; the model is left in eval mode.
+    """
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-    data = encode_records(records, tokenizer, cutoff)
     if steps is None:
         steps = max(1, math.ceil(epochs * len(data) / (batch_size * gradient_accumulation)))
     step_times: list[float] = []
@@ -191,7 +207,7 @@ def finetune(model, tokenizer, records: Sequence[dict], *, seed: int, steps: int
             logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=seed, data_seed=seed,
             disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, **trainer_kwargs,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=SFTCollator(tokenizer.pad_token_id),
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=SFTCollator(pad_token_id),
                           callbacks=[_Clock()])
         trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()

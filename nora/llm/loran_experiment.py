@@ -38,9 +38,7 @@ and ``"loran-<σ>-float"`` (LoRAN on the float base).
 from __future__ import annotations
 
 import copy
-import math
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -315,45 +313,15 @@ def finetune(model, tokenizer, records: Sequence[dict], fmt: PromptFormat, *, se
 
     The data order depends on ``seed`` only, so every method sees the same batches.
     """
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    from nora.llm.instruct import SFTCollator, TuneResult
+    from nora.llm.instruct import train_encoded
 
     data = [encode(r, tokenizer, fmt, cutoff) for r in records]
     if not data:
         raise ValueError("records is empty")
-    if steps is None:
-        steps = max(1, math.ceil(epochs * len(data) / (batch_size * gradient_accumulation)))
-    step_times: list[float] = []
-    losses: list[tuple[int, float]] = []
-
-    class _Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self._t = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            step_times.append(time.perf_counter() - self._t)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                losses.append((state.global_step, float(logs["loss"])))
-
-    with tempfile.TemporaryDirectory(prefix="nora-loran-") as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, use_cpu=use_cpu, bf16=bf16, per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=gradient_accumulation, max_steps=steps, learning_rate=learning_rate,
-            lr_scheduler_type=scheduler, warmup_steps=math.ceil(warmup_ratio * steps), weight_decay=weight_decay,
-            logging_steps=max(1, steps // 20), save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-            disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, **trainer_kwargs,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=SFTCollator(tokenizer.pad_token_id),
-                          callbacks=[_Clock()])
-        trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-    model.eval()
-    return TuneResult(steps=steps, seconds=seconds, step_seconds=step_times, losses=losses)
+    return train_encoded(model, data, tokenizer.pad_token_id, seed=seed, steps=steps, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=warmup_ratio,
+                         weight_decay=weight_decay, scheduler=scheduler, use_cpu=use_cpu, bf16=bf16,
+                         gradient_accumulation=gradient_accumulation, **trainer_kwargs)
 
 
 # ------------------------------------------------------------------------------------ scoring
