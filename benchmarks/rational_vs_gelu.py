@@ -21,7 +21,11 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
+import steady_malloc  # benchmarks/steady_malloc.py
+
+steady_malloc.reexec_with_steady_malloc()  # before torch: it may re-exec this script
+
+import torch  # noqa: E402
 
 import nora  # noqa: F401  (first: torchvision fix, registers everything)
 from nora import kernels
@@ -127,7 +131,8 @@ def main() -> None:
     base_m = saved_bytes(torch.nn.functional.gelu, x)
     print(
         f"shape {tuple(args.shape)} fp32, {args.groups} groups, type {layer.degrees}, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats} interleaved repeats; default backend here: {kernels.select(x, layer.numerator, layer.denominator)}"
+        f"median of {args.repeats} interleaved repeats; default backend here: {kernels.select(x, layer.numerator, layer.denominator)}; "
+        f"malloc: {'freed memory kept' if steady_malloc.active() else 'system defaults'}"
     )
     print(f"{'path':24s} {'fwd+bwd ms':>10s} {'x GELU':>7s} {'fwd ms':>8s} {'x GELU':>7s} {'saved MB':>9s} {'x GELU':>7s}")
     for name in names:

@@ -17,7 +17,11 @@ import copy
 import statistics
 import time
 
-import torch
+import steady_malloc  # benchmarks/steady_malloc.py
+
+steady_malloc.reexec_with_steady_malloc()  # before torch: it may re-exec this script
+
+import torch  # noqa: E402
 
 import nora
 from nora import kernels
@@ -89,7 +93,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"ViT-Tiny img {args.img} patch {args.patch} batch {args.batch}, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats} interleaved repeats; rational backend: {kernels.requested()}"
+        f"median of {args.repeats} interleaved repeats; rational backend: {kernels.requested()}; "
+        f"malloc: {'freed memory kept' if steady_malloc.active() else 'system defaults'}"
     )
     for name, t in med.items():
         base = med["train gelu (matched bwd)"] if name.startswith("train") else med["infer gelu"]

@@ -8,12 +8,14 @@ dQ/dx (in even and odd parts, joined by sign(x)); a second takes the block's sum
 [g/Q, g P/Q^2, sign(x) g P/Q^2] times every power, i.e. every coefficient's gradient at once.
 Why chunks: on whole tensors each op is a trip through DRAM (a whole-tensor path ran at ~30x
 GELU's time); on chunks the temporaries stay in L2, are reused from chunk to chunk, and peak memory
-stays small. Ops run on the calling thread (``torch.set_num_threads(1)`` inside, then restored):
-an OpenMP team per small op or matmul costs more than the op, far more on a loaded machine.
-Speed (2-core Xeon, fp32 (32, 197, 768), 8 groups, type (5, 4); benchmarks/RESULTS.md): ~4.3x
-GELU's CPU time for forward + backward (3.2-4.5x wall clock at 1 thread, 2.9-3.0x at 2), down from
-~7.6x; each elementwise pass costs ~0.75 ms of L2 traffic there, against 10 ms for all of GELU, so
-this design cannot go much below ~3.5x. Use the C++ or Triton kernel for speed.
+stays small. Threads: the forward's chunks hold 64 K elements per intra-op thread, so torch splits
+each op over its threads (it splits none below 32 K elements per thread); the backward's ops and
+small matmuls run on the calling thread (``torch.set_num_threads(1)`` inside, then restored), as
+an OpenMP or MKL team per op of that size costs more than it saves.
+Speed (idle 2-core Xeon, fp32 (32, 197, 768), 8 groups, type (5, 4); benchmarks/RESULTS.md): about
+4.3x GELU's forward + backward time at 1 thread, 7x at 2 (GELU halves with 2 threads, the backward
+here does not); each of its ~25 elementwise steps costs 3-10 us per 16-64 K-element chunk, so this
+design cannot go much below ~3.5x at 1 thread. Use the C++ or Triton kernel for speed.
 Saves only x and the coefficients, like GELU.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["RationalEager"]
 
-CHUNK = 1 << 16  # forward: elements per chunk (x, the output and two temporaries stay in L2)
+CHUNK = 1 << 16  # forward: elements per chunk and intra-op thread (x, the output and two temporaries stay in L2)
 BLOCK = 1 << 14  # backward: elements per block, inside one group (its ~16 temporaries stay in L2)
 
 
@@ -47,11 +49,16 @@ def _rows(coef: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor
     return _flush_denormals(coef.detach().to(dtype).t().repeat_interleave(channels // groups, dim=1).contiguous())
 
 
+def _threads(device: torch.device) -> int:
+    """torch's intra-op thread count on CPU (1 elsewhere)."""
+    return torch.get_num_threads() if device.type == "cpu" else 1
+
+
 @contextlib.contextmanager
 def _one_thread(device: torch.device):
-    """Run torch ops on the calling thread: an OpenMP team per small op (or per small matmul, which
-    MKL would thread) costs more than the op, and far more on a loaded machine."""
-    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    """Run torch ops on the calling thread (the backward's): its small ops and small matmuls gain
+    nothing from an OpenMP or MKL team, which costs more than the op, far more on a loaded machine."""
+    threads = _threads(device)
     if threads == 1:
         yield
         return
@@ -152,18 +159,18 @@ class RationalEager(torch.autograd.Function):
         one = torch.ones(channels, dtype=cdt, device=dev)
         b = [one] + list(_rows(den.abs(), channels, cdt).unbind(0))  # Q = 1 + sum_j |b_j| |x|^j, by Horner in |x|
         out = torch.empty(x2.shape, dtype=cdt, device=dev)
-        step = max(1, CHUNK // max(channels, 1))
+        # torch's own threads split each op (none below 32 K elements per thread): a chunk per thread
+        step = max(1, CHUNK * _threads(dev) // max(channels, 1))
         rows = min(step, nrows)
         ax_buf = torch.empty(rows, channels, dtype=cdt, device=dev)
         q_buf = torch.empty(rows, channels, dtype=cdt, device=dev)
         x_buf = torch.empty(rows, channels, dtype=cdt, device=dev) if x.dtype != cdt else None
-        with _one_thread(dev):
-            for lo in range(0, nrows, step):
-                hi = min(nrows, lo + step)
-                xc = x2[lo:hi] if x_buf is None else x_buf[: hi - lo].copy_(x2[lo:hi])
-                p = _horner(xc, a, out=out[lo:hi])
-                ax = torch.abs(xc, out=ax_buf[: hi - lo])
-                p.div_(_horner(ax, b, out=q_buf[: hi - lo]))
+        for lo in range(0, nrows, step):
+            hi = min(nrows, lo + step)
+            xc = x2[lo:hi] if x_buf is None else x_buf[: hi - lo].copy_(x2[lo:hi])
+            p = _horner(xc, a, out=out[lo:hi])
+            ax = torch.abs(xc, out=ax_buf[: hi - lo])
+            p.div_(_horner(ax, b, out=q_buf[: hi - lo]))
         return out.reshape(x.shape).to(x.dtype)
 
     @staticmethod
