@@ -1,7 +1,7 @@
 """Forward+backward and forward-only time, and saved-for-backward bytes, of the rational paths vs torch GELU.
 
     python benchmarks/rational_vs_gelu.py [--shape 32 197 768] [--groups 8] [--repeats 15]
-        [--no-compile] [--extra /scratch/peers.py:factory ...]
+        [--no-compile] [--extra /scratch/peers.py:factory ...] [--system-malloc]
 
 Contenders, timed interleaved in one run (the order rotates every repeat; median of repeats):
 torch GELU; ``GroupRational`` on its default path (the fused C++ kernel) and forced eager
@@ -10,7 +10,8 @@ the rational written by Horner in torch ops (its compile time is printed, not ti
 ``--extra FILE:FUNC`` adds contenders from a file outside the repository: ``FUNC(channels,
 groups)`` returns ``{name: module_or_callable}`` (how the peers' PyTorch references were run,
 see RESULTS.md).
-Prints times and ratios to GELU; never asserts a target.
+Prints times and ratios to GELU; never asserts a target. Runs with glibc keeping freed memory
+(``steady_malloc.py``: no contender pays page faults for another's freed buffers).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive torch-ops reference (slow)")
     parser.add_argument("--extra", action="append", default=[], metavar="FILE:FUNC")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's malloc defaults (steady_malloc.py)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,13 +1,14 @@
 """End-to-end ViT-Tiny training step and inference: GELU vs NoRA (unmerged) vs NoRA merged, side by side.
 
-    python benchmarks/vit_step.py [--batch 64] [--img 32] [--patch 4] [--repeats 7] [--eager]
+    python benchmarks/vit_step.py [--batch 64] [--img 32] [--patch 4] [--repeats 7] [--eager] [--system-malloc]
 
 Training baselines: "gelu (matched bwd)" freezes everything but the head and ``pos_embed``, so
 its backward runs through every block like NoRA's (which trains only the coefficient factors
 and the head) without weight gradients: the same step with GELU in place of the rational.
 "gelu (full bwd)" also computes every weight gradient (full fine-tuning). ``--eager`` adds the
 NoRA rows forced onto the eager path. Each case's median time and its ratio to the GELU model,
-measured interleaved (rotating order) in one run.
+measured interleaved (rotating order) in one run, with glibc keeping freed memory
+(``steady_malloc.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--eager", action="store_true", help="also time NoRA on the eager path")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's malloc defaults (steady_malloc.py)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
