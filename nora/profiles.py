@@ -16,6 +16,18 @@ ENV_VAR = "NORA_PROFILE"
 
 DEFAULT_SEEDS: dict[str, tuple[int, ...]] = {"smoke": (0,), "book": (0, 1, 2), "paper": (0, 1, 2)}
 
+# Learning-rate grids shared by a chapter's book and paper profiles (the same rates, searched on
+# a different task and budget).
+VIT_TRANSFER_LR_GRID = {"full": (1e-4, 3e-4, 1e-3, 3e-3), "scratch": (1e-4, 3e-4, 1e-3, 3e-3),
+                        "vpt": (3e-3, 1e-2, 3e-2, 1e-1), "adapter": (3e-3, 1e-2, 3e-2, 1e-1),
+                        "nora": (3e-3, 1e-2, 3e-2, 1e-1), "lora": (3e-4, 1e-3, 3e-3, 1e-2),
+                        "lora_all": (3e-4, 1e-3, 3e-3, 1e-2), "qlora": (3e-4, 1e-3, 3e-3, 1e-2),
+                        "dora": (3e-4, 1e-3, 3e-3, 1e-2), "nora++": (3e-4, 1e-3, 3e-3, 1e-2),
+                        "loran": (3e-4, 1e-3, 3e-3, 1e-2)}
+ABLATION_LR_GRID = {"nora": (3e-3, 1e-2, 3e-2, 1e-1), "prelu": (3e-3, 1e-2, 3e-2, 1e-1),
+                    "arelu": (1e-2, 3e-2, 1e-1, 3e-1), "elu": (1e-2, 3e-2, 1e-1, 3e-1),
+                    "full": (3e-3, 1e-2, 3e-2, 1e-1), "const": (1e-2, 3e-2, 1e-1, 3e-1)}
+
 # Per-notebook settings: PROFILES[notebook][profile] is merged over PROFILES["default"][profile].
 # Notebooks add their own entry here (a plain dict literal, reviewed like code).
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -81,20 +93,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                               "loran": (3e-3, 1e-2)}},
         "book": {"epochs": 6, "eval_every": 2, "batch_size": 32, "amp": False, "train_per_class": None,
                  "test_per_class": None, "search_task": "mnist20", "val_fraction": 0.2,
-                 "lr_grid": {"full": (1e-4, 3e-4, 1e-3, 3e-3), "scratch": (1e-4, 3e-4, 1e-3, 3e-3),
-                             "vpt": (3e-3, 1e-2, 3e-2, 1e-1), "adapter": (3e-3, 1e-2, 3e-2, 1e-1),
-                             "nora": (3e-3, 1e-2, 3e-2, 1e-1), "lora": (3e-4, 1e-3, 3e-3, 1e-2),
-                             "lora_all": (3e-4, 1e-3, 3e-3, 1e-2), "qlora": (3e-4, 1e-3, 3e-3, 1e-2),
-                             "dora": (3e-4, 1e-3, 3e-3, 1e-2), "nora++": (3e-4, 1e-3, 3e-3, 1e-2),
-                             "loran": (3e-4, 1e-3, 3e-3, 1e-2)}},
+                 "lr_grid": VIT_TRANSFER_LR_GRID},
         "paper": {"epochs": 50, "eval_every": 1, "batch_size": 256, "amp": True, "num_workers": 8,
                   "train_per_class": None, "test_per_class": None, "search_task": "cifar100", "val_fraction": 0.1,
-                  "lr_grid": {"full": (1e-4, 3e-4, 1e-3, 3e-3), "scratch": (1e-4, 3e-4, 1e-3, 3e-3),
-                              "vpt": (3e-3, 1e-2, 3e-2, 1e-1), "adapter": (3e-3, 1e-2, 3e-2, 1e-1),
-                              "nora": (3e-3, 1e-2, 3e-2, 1e-1), "lora": (3e-4, 1e-3, 3e-3, 1e-2),
-                              "lora_all": (3e-4, 1e-3, 3e-3, 1e-2), "qlora": (3e-4, 1e-3, 3e-3, 1e-2),
-                              "dora": (3e-4, 1e-3, 3e-3, 1e-2), "nora++": (3e-4, 1e-3, 3e-3, 1e-2),
-                              "loran": (3e-4, 1e-3, 3e-3, 1e-2)}},
+                  "lr_grid": VIT_TRANSFER_LR_GRID},
     },
     "05_group_scaling": {
         # groups: NoRA group counts G (rank 3, alpha 6) on the 8-group GELU-fitted rational; epochs /
@@ -153,16 +155,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "book": {"epochs": 6, "batch_size": 32, "amp": False, "train_per_class": None, "test_per_class": None,
                  "ranks": (1, 2, 4, 8, 16), "both_tasks": ("nora", "numerator", "denominator"),
                  "search_task": "mnist20", "val_fraction": 0.2,
-                 "lr_grid": {"nora": (3e-3, 1e-2, 3e-2, 1e-1), "prelu": (3e-3, 1e-2, 3e-2, 1e-1),
-                             "arelu": (1e-2, 3e-2, 1e-1, 3e-1), "elu": (1e-2, 3e-2, 1e-1, 3e-1),
-                             "full": (3e-3, 1e-2, 3e-2, 1e-1), "const": (1e-2, 3e-2, 1e-1, 3e-1)},
+                 "lr_grid": ABLATION_LR_GRID,
                  "preact_images": 256, "preact_per_layer": 200_000, "deviation_images": 256, "source_accuracy": True},
         "paper": {"epochs": 50, "batch_size": 256, "amp": True, "num_workers": 8, "train_per_class": None,
                   "test_per_class": None, "ranks": (1, 2, 4, 8, 16), "both_tasks": ("nora", "numerator", "denominator"),
                   "search_task": "cifar100", "val_fraction": 0.1,
-                  "lr_grid": {"nora": (3e-3, 1e-2, 3e-2, 1e-1), "prelu": (3e-3, 1e-2, 3e-2, 1e-1),
-                              "arelu": (1e-2, 3e-2, 1e-1, 3e-1), "elu": (1e-2, 3e-2, 1e-1, 3e-1),
-                              "full": (3e-3, 1e-2, 3e-2, 1e-1), "const": (1e-2, 3e-2, 1e-1, 3e-1)},
+                  "lr_grid": ABLATION_LR_GRID,
                   "preact_images": 1024, "preact_per_layer": 200_000, "deviation_images": 512, "source_accuracy": False},
     },
     "08_efficiency": {

@@ -26,6 +26,16 @@ def make_llama(seed: int = 0):
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread: fast on a shared machine, and reruns agree more closely; restored afterwards.
+    Test files that train use it for every test (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
 def vit_factory():
     return make_vit
 

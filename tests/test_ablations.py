@@ -31,12 +31,7 @@ IMAGES = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 GELU_FIT = shipped_init("gelu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _perturb(model, sigma=0.05, seed=1):

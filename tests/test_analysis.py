@@ -34,12 +34,7 @@ from nora.methods import build_method
 from nora.train import TrainConfig, evaluate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _images(n: int = 6, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -23,13 +23,7 @@ TINY = PretrainConfig(images=256, test_images=48, epochs=1, batch_size=64, lr=1e
                       warmup_epochs=0.0, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: fast on a shared machine, and reruns agree more closely; restored afterwards."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
