@@ -43,6 +43,7 @@ from nora.inject import find_targets, infer_channels
 from nora.rational import GroupRational, rational
 
 __all__ = [
+    "PROFILES",
     "ExactBase",
     "apply_exact_base_nora",
     "fine_tune_with",
@@ -53,6 +54,44 @@ __all__ = [
     "replace_with_rationals",
     "sample_errors",
 ]
+
+# Learning-rate grid shared by the book and paper profiles (the same rates, searched on a different
+# task and budget).
+ABLATION_LR_GRID = {"nora": (3e-3, 1e-2, 3e-2, 1e-1), "prelu": (3e-3, 1e-2, 3e-2, 1e-1),
+                    "arelu": (1e-2, 3e-2, 1e-1, 3e-1), "elu": (1e-2, 3e-2, 1e-1, 3e-1),
+                    "full": (3e-3, 1e-2, 3e-2, 1e-1), "const": (1e-2, 3e-2, 1e-1, 3e-1)}
+
+# The chapter's sizes per profile: nora.experiments.profiles.settings("07_ablations", profile) merges
+# PROFILES[profile] over the defaults.
+# epochs / batch_size: every run (book: 04's schedule, 6 epochs of batch 32); ranks: the rank
+# sweep of Fig. 3 (r=3, NoRA's default, is run anyway); both_tasks: the variants also run on
+# the easy task (Table 5 reports both datasets; Tables 3-4 and Fig. 3 are CIFAR-100 only, so
+# the rest runs on the hard task); lr_grid: rates tried per family on one seed, on a
+# val_fraction split of search_task (the same number of rates and epochs per family; the
+# other variants reuse their family's rate; the book grids are a second round: a first one with
+# 3e-3..1e-1 for every family (1e-3..3e-2 for "full") put arelu, elu, full and const at its
+# top edge, so those four grids were moved up half a decade); preact_images / preact_per_layer: downstream
+# training images whose GELU inputs are collected for the data-weighted fit, and the values
+# kept per layer; deviation_images: downstream test images of the step-0 comparison;
+# source_accuracy: also score every step-0 model on the generated source task (book/smoke).
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"epochs": 1, "batch_size": 32, "amp": False, "train_per_class": 4, "test_per_class": 4,
+              "ranks": (1, 2), "both_tasks": ("nora", "numerator", "denominator"),
+              "search_task": "mnist20", "val_fraction": 0.25,
+              "lr_grid": {"nora": (1e-2, 3e-2), "prelu": (1e-2, 3e-2), "arelu": (1e-2, 3e-2), "elu": (1e-2, 3e-2),
+                          "full": (1e-3, 3e-3), "const": (1e-2, 3e-2)},
+              "preact_images": 16, "preact_per_layer": 20_000, "deviation_images": 16, "source_accuracy": True},
+    "book": {"epochs": 6, "batch_size": 32, "amp": False, "train_per_class": None, "test_per_class": None,
+             "ranks": (1, 2, 4, 8, 16), "both_tasks": ("nora", "numerator", "denominator"),
+             "search_task": "mnist20", "val_fraction": 0.2,
+             "lr_grid": ABLATION_LR_GRID,
+             "preact_images": 256, "preact_per_layer": 200_000, "deviation_images": 256, "source_accuracy": True},
+    "paper": {"epochs": 50, "batch_size": 256, "amp": True, "num_workers": 8, "train_per_class": None,
+              "test_per_class": None, "ranks": (1, 2, 4, 8, 16), "both_tasks": ("nora", "numerator", "denominator"),
+              "search_task": "cifar100", "val_fraction": 0.1,
+              "lr_grid": ABLATION_LR_GRID,
+              "preact_images": 1024, "preact_per_layer": 200_000, "deviation_images": 512, "source_accuracy": False},
+}
 
 
 class ExactBase(nn.Module):

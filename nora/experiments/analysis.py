@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = [
+    "PROFILES",
     "ACT_PATTERN",
     "activation_values",
     "centre_mask",
@@ -57,6 +58,46 @@ __all__ = [
     "vit_reshape_transform",
     "wasserstein_1d",
 ]
+
+# The chapter's sizes per profile: nora.experiments.profiles.settings("09_analysis", profile) merges
+# PROFILES[profile] over the defaults.
+# task: the hard task (CIFAR-100's role), where every model is fine-tuned and analysed;
+# methods: fine-tuned there, each at the rate its own equal-budget search picks (lr_grid: rates
+# tried on one seed on a val_fraction split of the training set (book: a first run put the probe at
+# its grid's top, 1e-1 of 1e-2..1e-1, so its grid moved up); "probe" = the linear probe,
+# frozen pre-trained backbone + trained head: the "before fine-tuning" model of Grad-CAM);
+# epochs / batch_size: every run; probe_per_class: test images per class whose activations are
+# compared (one fixed batch for every model); max_values: activation values kept per layer (a
+# seeded subset of positions, the same for every model); tsne_methods / tsne_classes /
+# perplexity: t-SNE of the test features (classes shown, evenly spread over the label list);
+# analysis_per_class: test images per class for features, t-SNE and Grad-CAM (None = all);
+# knn: neighbours of the kNN accuracy; cam_images / cam_show: test images scored / drawn by
+# Grad-CAM; cam_region: "ink" (digit pixels >= ink_threshold x the image's max) or "centre"
+# (the central square of a quarter of the area: CIFAR has no object masks).
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"task": "mnist20", "methods": ("full", "lora", "dora", "nora", "nora++"), "epochs": 1,
+              "batch_size": 32, "amp": False, "train_per_class": 4, "test_per_class": 4, "val_fraction": 0.25,
+              "lr_grid": {"probe": (1e-2,), "full": (1e-3,), "lora": (3e-3,), "dora": (3e-3,),
+                          "nora": (1e-2, 3e-2), "nora++": (3e-3,)},
+              "probe_per_class": 2, "max_values": 20_000, "tsne_methods": ("probe", "nora", "full"),
+              "tsne_classes": 20, "perplexity": 10.0, "analysis_per_class": None, "knn": 3,
+              "cam_images": 16, "cam_show": 4, "cam_region": "ink", "ink_threshold": 0.5},
+    "book": {"task": "mnist20", "methods": ("full", "lora", "dora", "nora", "nora++"), "epochs": 6,
+             "batch_size": 32, "amp": False, "train_per_class": None, "test_per_class": None, "val_fraction": 0.2,
+             "lr_grid": {"probe": (3e-2, 1e-1, 3e-1), "full": (3e-4, 1e-3, 3e-3), "lora": (1e-3, 3e-3, 1e-2),
+                         "dora": (1e-3, 3e-3, 1e-2), "nora": (1e-2, 3e-2, 1e-1), "nora++": (1e-3, 3e-3, 1e-2)},
+             "probe_per_class": 6, "max_values": 200_000, "tsne_methods": ("probe", "nora", "full"),
+             "tsne_classes": 20, "perplexity": 30.0, "analysis_per_class": None, "knn": 10,
+             "cam_images": 200, "cam_show": 6, "cam_region": "ink", "ink_threshold": 0.5},
+    "paper": {"task": "cifar100", "methods": ("full", "lora", "dora", "nora", "nora++"), "epochs": 50,
+              "batch_size": 256, "amp": True, "num_workers": 8, "train_per_class": None, "test_per_class": None,
+              "val_fraction": 0.1,
+              "lr_grid": {"probe": (1e-3, 3e-3, 1e-2), "full": (1e-4, 3e-4, 1e-3), "lora": (3e-4, 1e-3, 3e-3),
+                          "dora": (3e-4, 1e-3, 3e-3), "nora": (3e-3, 1e-2, 3e-2), "nora++": (3e-4, 1e-3, 3e-3)},
+              "probe_per_class": 1, "max_values": 1_000_000, "tsne_methods": ("probe", "nora", "full"),
+              "tsne_classes": 10, "perplexity": 30.0, "analysis_per_class": 20, "knn": 10,
+              "cam_images": 500, "cam_show": 6, "cam_region": "centre", "ink_threshold": 0.5},
+}
 
 # A timm ViT block's MLP activation: ``blocks.3.mlp.act``; under a bottleneck adapter the wrapped
 # MLP's own activation is ``blocks.3.mlp.inner.act`` (the adapter's ``blocks.3.mlp.adapter.act`` is

@@ -12,11 +12,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = [
+    "PROFILES",
     "interleaved_times",
     "matmul_flops",
     "mean_std",
@@ -25,6 +27,22 @@ __all__ = [
     "rational_flops_per_element",
     "saved_activation_bytes",
 ]
+
+# The chapter's sizes per profile: nora.experiments.profiles.settings("08_efficiency", profile) merges
+# PROFILES[profile] over the defaults.
+# img / patch: ViT-Tiny input of the timed runs (parameter and FLOP counts always use the
+# paper's 224 / 16); latency_batch / train_batch: images per timed forward / AdamW step;
+# repeats: interleaved timed rounds per seed (their median is kept); act_shape / act_repeats:
+# the activation-alone benchmark; threads: torch CPU threads (None: torch's default; 1 on the
+# shared 2-core machine, where two OpenMP threads per process stall whenever another process runs).
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"img": 32, "patch": 16, "latency_batch": 2, "train_batch": 2, "repeats": 2,
+              "act_shape": (2, 17, 768), "act_repeats": 2, "threads": 1},
+    "book": {"img": 224, "patch": 16, "latency_batch": 8, "train_batch": 8, "repeats": 7,
+             "act_shape": (32, 197, 768), "act_repeats": 15, "threads": 1},
+    "paper": {"img": 224, "patch": 16, "latency_batch": 64, "train_batch": 64, "repeats": 30,
+              "act_shape": (32, 197, 768), "act_repeats": 100, "threads": None},
+}
 
 
 def interleaved_times(cases: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,

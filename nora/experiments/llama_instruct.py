@@ -23,9 +23,34 @@ from typing import Any
 
 from nora.experiments.profiles import resolve_profile, settings
 
-__all__ = ["NOTEBOOK", "adapter_tensors", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
+__all__ = ["PROFILES", "NOTEBOOK", "adapter_tensors", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
 
 NOTEBOOK = "06_llama_instruct"
+
+# The chapter's sizes per profile: nora.experiments.profiles.settings("06_llama_instruct", profile) merges
+# PROFILES[profile] over the defaults.
+# sets: instruction sets (generated styles in smoke/book, hub datasets in paper); samples: records
+# per set (Appendix C: max 1000); epochs/steps: the identical budget of LoRA and NoRA++; lora/nora:
+# adapter settings (LoRA r=8, alpha=16 on every projection; NoRA G=8, r=3, alpha=6 on the SiLUs);
+# cutoff: max tokens per example (Appendix C: 1024); threads: torch CPU threads (one is much
+# faster than two when the 2-core machine is shared); lm_eval_check: also score the base model
+# with lm-eval on the local task and compare with our scorer; seeds (book): five, because three
+# leave a 95 % interval of the paired difference too wide to tell 2 points from noise.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"sets": ("alpaca", "mathinstruct", "openorca"), "samples": 16, "steps": 2, "batch_size": 4,
+              "learning_rate": 1e-3, "warmup_ratio": 0.0, "cutoff": 256, "eval_batch_size": 32,
+              "lora": {"rank": 4, "alpha": 8}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
+              "sample_tokens": 12, "threads": 1, "lm_eval_check": True},
+    "book": {"sets": ("alpaca", "mathinstruct", "openorca", "ultrachat"), "seeds": (0, 1, 2, 3, 4), "samples": 1000, "epochs": 1.0,
+             "batch_size": 8, "learning_rate": 1e-3, "warmup_ratio": 0.03, "cutoff": 256, "eval_batch_size": 32,
+             "lora": {"rank": 8, "alpha": 16}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
+             "sample_tokens": 40, "threads": 1, "lm_eval_check": True},
+    "paper": {"sets": ("alpaca", "mathinstruct", "openorca", "sharegpt_hyper", "ultrachat"), "samples": 1000,
+              "epochs": 3.0, "batch_size": 4, "gradient_accumulation": 2, "learning_rate": 1e-4,
+              "warmup_ratio": 0.1, "cutoff": 1024, "eval_batch_size": 2, "bf16": True,
+              "lora": {"rank": 8, "alpha": 16}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
+              "sample_tokens": 128, "threads": 8, "lm_eval_check": False},
+}
 
 
 def instruction_records(profile: str, name: str, cfg: dict, world=None, data_files=None) -> list[dict[str, str]]:

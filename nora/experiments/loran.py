@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "PROFILES",
     "NEWSGROUPS",
     "PAPER_DATASETS",
     "PAPER_MODEL",
@@ -66,6 +67,51 @@ __all__ = [
     "run",
     "score",
 ]
+
+# The chapter's sizes per profile: nora.experiments.profiles.settings("10_loran", profile) merges
+# PROFILES[profile] over the defaults.
+# vision (classification, the Sinter sweep, NoRA++ vs LoRAN): the book ViT (paper: timm ViT-Tiny on
+# CIFAR) via nora.experiments.vit_transfer.fine_tune; every method at rank / alpha (chapter 04's LoRA convention:
+# 8 / 16, no dropout); epochs / batch_size per run, test accuracy after the last epoch only;
+# lr_grid: rates tried for QLoRA on a val_fraction split of search_task (one seed), the chosen
+# one is used by every method, as the released LoRAN runs share QLoRA's training arguments;
+# class_task / sweep_task / h2h_task: the task of each part; train_per_class / test_per_class:
+# cap per class (None = all); sinter_sweep: (A, omega) pairs besides the released (5e-5, 1e4);
+# sine_frequencies: omega of the sine-activated low-rank peer; h2h_lr_grid: the rates tried for
+# LoRA on all four linears (the head-to-head's linear reference) the same way, used by NoRA++,
+# LoRAN and LoRA there (rank 8 on four layers diverges at rates q, v-only adapters prefer).
+# llm: the generation part. book / smoke: the tiny LLaMA of nora.experiments.llm.pretrain quantized to NF4,
+# generated dialogues (nora.experiments.llm.summarize): samples train / val_samples validation (practice
+# entities) / test_samples test (exam entities); paper: Llama-2-7b NF4 on SAMSum and 20
+# Newsgroups (tasks; None samples = the whole split). rank / alpha / dropout: the adapter on
+# q_proj, v_proj (paper: the released 64 / 16 / 0.2; book: rank 8 at the paper's alpha / rank
+# = 1/4, dropout 0.2); steps (or epochs), batch_size, lr_grid (QLoRA's search on the validation
+# dialogues; paper: one rate, QLoRA's usual 2e-4, no search), cutoff: max tokens per example;
+# max_new_tokens per task.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"rank": 8, "alpha": 16.0, "epochs": 1, "batch_size": 32, "amp": False, "train_per_class": 4,
+              "test_per_class": 4, "search_task": "mnist20", "val_fraction": 0.25, "lr_grid": (3e-3, 1e-2),
+              "class_task": "mnist20", "sweep_task": "digits10", "h2h_task": "mnist20",
+              "sinter_sweep": ((0.5, 1e4),), "sine_frequencies": (200.0,), "h2h_lr_grid": (3e-3, 1e-2),
+              "llm": {"tasks": ("dialogues",), "samples": 16, "val_samples": 4, "test_samples": 4, "steps": 2,
+                      "batch_size": 4, "lr_grid": (1e-2, 3e-2), "rank": 4, "alpha": 1.0, "dropout": 0.2,
+                      "warmup_ratio": 0.0, "cutoff": 256, "max_new_tokens": {"dialogues": 8}, "eval_batch_size": 8}},
+    "book": {"rank": 8, "alpha": 16.0, "epochs": 4, "batch_size": 32, "amp": False, "train_per_class": None,
+             "test_per_class": None, "search_task": "mnist20", "val_fraction": 0.2, "lr_grid": (3e-3, 1e-2, 3e-2),
+             "class_task": "mnist20", "sweep_task": "digits10", "h2h_task": "mnist20",
+             "sinter_sweep": ((0.5, 1e4), (0.5, 1e2)), "sine_frequencies": (200.0,), "h2h_lr_grid": (1e-3, 3e-3, 1e-2),
+             "llm": {"tasks": ("dialogues",), "samples": 1200, "val_samples": 60, "test_samples": 100, "steps": 150,
+                     "batch_size": 8, "lr_grid": (1e-2, 3e-2, 6e-2), "rank": 8, "alpha": 2.0, "dropout": 0.2,
+                     "warmup_ratio": 0.03, "cutoff": 256, "max_new_tokens": {"dialogues": 40}, "eval_batch_size": 50}},
+    "paper": {"rank": 8, "alpha": 16.0, "epochs": 50, "batch_size": 256, "amp": True, "num_workers": 8,
+              "train_per_class": None, "test_per_class": None, "search_task": "cifar100", "val_fraction": 0.1,
+              "lr_grid": (3e-4, 1e-3, 3e-3), "class_task": "cifar100", "sweep_task": "cifar10", "h2h_task": "cifar100",
+              "sinter_sweep": ((0.5, 1e4), (0.5, 1e2)), "sine_frequencies": (200.0,), "h2h_lr_grid": (3e-4, 1e-3, 3e-3),
+              "llm": {"tasks": ("samsum", "newsgroups"), "samples": None, "val_samples": None, "test_samples": None,
+                      "epochs": 1.0, "batch_size": 16, "lr_grid": (2e-4,), "rank": 64, "alpha": 16.0, "dropout": 0.2,
+                      "warmup_ratio": 0.03, "cutoff": 1024, "max_new_tokens": {"samsum": 64, "newsgroups": 12},
+                      "eval_batch_size": 16, "bf16": True}},
+}
 
 PAPER_MODEL = "meta-llama/Llama-2-7b-hf"
 

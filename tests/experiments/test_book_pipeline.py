@@ -181,22 +181,22 @@ def test_resolve_profile(monkeypatch):
 
 
 def test_seeds_and_settings():
-    assert profiles.seeds("smoke") == (0,)
-    assert profiles.seeds("book") == (0, 1, 2) == profiles.seeds("paper")
-    assert profiles.seeds("book", [7, 8]) == (7, 8)
+    assert profiles.resolve_seeds("smoke") == (0,)
+    assert profiles.resolve_seeds("book") == (0, 1, 2) == profiles.resolve_seeds("paper")
+    assert profiles.resolve_seeds("book", [7, 8]) == (7, 8)
     with pytest.raises(ValueError, match="seeds"):
-        profiles.seeds("book", [-1])
+        profiles.resolve_seeds("book", [-1])
     smoke, paper = profiles.settings("03_method", "smoke"), profiles.settings("03_method.ipynb", "paper")
     assert smoke["profile"] == "smoke" and smoke["seeds"] == (0,) and smoke["download"] is False
     assert paper["download"] is True and paper["device"] == "cuda"
     assert smoke["grid"] < profiles.settings("03_method", "book")["grid"]
-    assert profiles.settings("99_unknown", "book") == {"profile": "book", "seeds": (0, 1, 2), **profiles.PROFILES["default"]["book"]}
+    assert profiles.settings("99_unknown", "book") == {"profile": "book", "seeds": (0, 1, 2), **profiles.DEFAULTS["book"]}
     with pytest.raises(ValueError, match="notebook"):
         profiles.settings("", "book")
 
 
 def test_every_profile_entry_covers_the_three_profiles():
-    for name, entry in profiles.PROFILES.items():
+    for name, entry in profiles.all_profiles().items():
         assert set(entry) == set(profiles.PROFILE_NAMES), name
 
 
