@@ -4,6 +4,16 @@
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=100)
     cfg = nora.NoraConfig(groups=8, rank=3, alpha=6, degrees=(5, 4), target="gelu", trainable=["head"])
     model = nora.apply_nora(model, cfg)
+
+Two layers, one way (lab -> library):
+
+    nora/               the library: rational.py (GroupRational), fit.py (fits, shipped inits),
+                        kernels/ (C++, eager, Triton), adapters/ (NoRA, NoRA++, LoRAN, baselines),
+                        inject.py, merge.py, io.py (save / load), counting.py, config.py
+    nora/experiments/   the book's lab: data, training loop, backbones, one module per chapter,
+                        theory, LLM corpus / pre-training / MMLU, profiles, results, book runner
+
+The library imports nothing from ``nora.experiments`` and needs no book-only package.
 """
 
 from nora import _torchvision

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nora.adapters.base import AdapterModule, Injection
+from nora.adapters.base import AdapterModule, Injection, register_adapter
 from nora.config import BaseConfig
 from nora.fit import fit_rational, shipped_init, validate_degrees
 from nora.inject import KNOWN_TARGETS, activation_kind, find_targets, infer_channels, resolve_modules
-from nora.io import register_adapter
 from nora.rational import GroupRational, rational
 
 __all__ = ["NoraActivation", "NoraConfig", "apply_nora", "enable_nora_training", "inject_nora"]

@@ -20,7 +20,6 @@ from pathlib import Path
 from torch import nn
 
 from nora.adapters.nora import NoraConfig, enable_nora_training, inject_nora
-from nora.io import load_adapter, save_adapter
 
 __all__ = ["apply_nora_plus", "load_nora_plus", "save_nora_plus"]
 
@@ -46,6 +45,8 @@ def save_nora_plus(model, path: str | Path) -> Path:
     path = Path(path)
     if not callable(getattr(model, "save_pretrained", None)):
         raise ValueError("model is not a peft model; build it with apply_nora_plus")
+    from nora.io import save_adapter  # io imports the adapters' base; adapters import io only when called
+
     save_adapter(model, path / "nora")
     model.save_pretrained(str(path / "lora"))
     return path
@@ -54,6 +55,8 @@ def save_nora_plus(model, path: str | Path) -> Path:
 def load_nora_plus(base_model: nn.Module, path: str | Path, *, is_trainable: bool = False):
     """Rebuild a NoRA++ model on a fresh copy of its base: NoRA first, then peft's LoRA."""
     from peft import PeftModel
+
+    from nora.io import load_adapter
 
     path = Path(path)
     if not (path / "lora").is_dir():
