@@ -162,7 +162,7 @@ def test_the_finder_acts_only_on_the_missing_op_error(tmp_path, case):
 
 
 def test_the_set_up_and_the_conda_environment_install_the_hook():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     make = (root / "Makefile").read_text()
     assert f"/site-packages/{hook.PTH_NAME}\n" in make and "-m nora.torchvision_hook install" in make
     assert "$(TORCHVISION_HOOK)" in next(line for line in make.splitlines() if line.startswith("setup:"))
