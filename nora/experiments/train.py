@@ -188,7 +188,9 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset | None, conf
     result = TrainResult(accuracy=float("nan"), lr=config.lr)
     step = 0
     cpu0 = time.process_time()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
+    # progress=False: no bar; progress=True: tqdm decides, so $TQDM_DISABLE=1 (the book runner sets it for
+    # its kernels: stored outputs carry no bar text) still turns it off.
+    bar = tqdm(range(config.epochs), desc=desc, leave=False, **({} if progress else {"disable": True}))
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()

@@ -147,6 +147,23 @@ def test_out_folder_and_unknown_pattern(project: Path, tmp_path: Path, capsys):
     assert "matches no notebook" in capsys.readouterr().err
 
 
+def test_progress_bar_outputs_are_stripped_and_other_stderr_kept():
+    bar = "\rruns:  10%|█         | 3/30 [01:23<12:28, 27.74s/it]"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("work()")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=bar + "\rruns: 100%|██████████| 30/30 [13:48<00:00,  2.1it/s]"),
+        nbformat.v4.new_output("stream", name="stdout", text="30 runs done\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="\n"),  # tqdm's closing newline
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=bar + "\nUserWarning: mixed in\n"),
+    ]
+    nb.cells.append(cell)
+    assert book.strip_progress_outputs(nb) == 2
+    assert [o.get("text") for o in cell.outputs] == ["30 runs done\n", "UserWarning: something real\n", bar + "\nUserWarning: mixed in\n"]
+    assert book.PROGRESS_RE.search(bar) and not book.PROGRESS_RE.search("3 seeds, 12 blocks, 50% of the images")
+
+
 def test_find_notebooks_orders_and_filters(project: Path):
     names = [p.stem for p in book.find_notebooks(project)]
     assert names == ["01_pass", "02_fail", "03_after"]
@@ -299,6 +316,8 @@ def test_committed_notebooks_follow_the_conventions():
         assert nb.cells[-1].cell_type == "markdown", f"{path.name}: last cell must state what was found"
         for cell in code:
             for out in cell.outputs:
+                shown = out.get("text", "") if out.output_type == "stream" else out.get("data", {}).get("text/plain", "")
+                assert not book.PROGRESS_RE.search(shown), f"{path.name}: progress-bar text in an output: {shown[:80]!r}"
                 name = out.get("metadata", {}).get("scrapbook", {}).get("name")
                 text = out.get("data", {}).get("text/plain", "")
                 # numpy 2 scalars glue as 'np.float64(...)', which {glue:text}`key:.2f` cannot format

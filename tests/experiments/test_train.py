@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import nora  # noqa: F401  (first: torchvision imports next to the CPU torch)
@@ -58,6 +59,26 @@ def test_training_learns_and_returns_curves():
     assert result.loss_curve[-1] < result.loss_curve[0]
     assert result.steps == 5 * math.ceil(96 / 16) and result.images_seen == 5 * 96
     assert result.train_seconds > 0 and result.cpu_seconds > 0 and result.lr == 1e-2
+
+
+def test_progress_bar_only_when_asked_and_tqdm_disable_wins(monkeypatch):
+    import io
+    import subprocess
+    import sys
+
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, weight_decay=0.0)
+    for progress in (True, False):
+        monkeypatch.setattr(sys, "stderr", io.StringIO())  # tqdm writes its bar to stderr
+        train(_mlp(), _blobs(), None, cfg, progress=progress, desc="bar")
+        assert ("bar:" in sys.stderr.getvalue()) is progress
+    # tqdm reads $TQDM_DISABLE when it is imported: the book runner sets it for its kernels
+    code = ("import nora, torch; from nora.experiments.train import TrainConfig, train; from torch.utils.data import TensorDataset; "
+            "train(torch.nn.Linear(4, 2), TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), None, "
+            "TrainConfig(epochs=2, batch_size=4), progress=True, desc='bar')")
+    env = {**os.environ, "TQDM_DISABLE": "1", "NORA_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bar:" not in done.stderr
 
 
 def test_runs_are_reproducible_and_the_seed_orders_the_batches():
