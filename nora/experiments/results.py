@@ -2,7 +2,11 @@
 
 ``results/<profile>/<notebook>.json`` holds ``{"notebook", "profile", "values", "paper"}``:
 ``values`` are this run's headline numbers, ``paper`` the paper's reported numbers for the same
-keys (so the results page can set them side by side). Recording again merges keys.
+keys (so the results page can set them side by side). Recording again merges keys. Two entries
+are bookkeeping, not results, and start with an underscore: ``_parameters``, the notebook's
+parameter values this run used (from :func:`nora.experiments.profiles.settings`), and ``_run``,
+which the book runner adds after a finished run (what it depended on, its times, versions).
+Readers of results take ``values`` and ``paper`` (:func:`load_all`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nora.experiments.profiles import resolve_profile
+from nora.experiments.profiles import parameters_used, resolve_profile
 
 RESULTS_ENV = "NORA_RESULTS_DIR"
+PARAMETERS_KEY = "_parameters"
 _ROOT_MARKERS = ("_toc.yml", "pyproject.toml")
 
 
@@ -81,7 +86,11 @@ def record(
     out_dir: str | os.PathLike[str] | None = None,
     paper: dict[str, Any] | None = None,
 ) -> None:
-    """Merge ``values`` (and the paper's reported ``paper`` numbers) into results/<profile>/<notebook>.json; glue scalars in a kernel."""
+    """Merge ``values`` (and the paper's reported ``paper`` numbers) into results/<profile>/<notebook>.json; glue scalars in a kernel.
+
+    The file also gets ``_parameters``, the values of the notebook's parameters that its
+    ``settings(...)`` call used, when it made one.
+    """
     if not isinstance(notebook, str) or not notebook or "/" in notebook:
         raise ValueError(f"notebook must be a notebook name like '03_method'; got {notebook!r}")
     name = resolve_profile(profile)
@@ -97,6 +106,9 @@ def record(
         data["paper"].update(old.get("paper", {}))
     data["values"].update(plain)
     data["paper"].update(reported)
+    used = parameters_used(notebook)
+    if used is not None:
+        data[PARAMETERS_KEY] = _plain(used, PARAMETERS_KEY)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n")
     if _in_kernel():
