@@ -29,7 +29,9 @@ Shared by the chapters:
     checkpoints/    the shipped book-profile backbones, with their provenance
     profiles.py     which profile is active; ``settings``, ``resolve_seeds``
     results.py      ``results/<profile>/<notebook>.json`` and glue
-    book.py         the book runner: ``python -m nora.book run|build|vendor``
+    book.py         the book runner: ``python -m nora.book run|stamp|build|vendor``
+    execute.py      its worker: one notebook, all or nothing, with what the run depended on
+    runcache.py     whether a chapter's last run is up to date; stamps
 
 Import ``nora`` first (it makes the registry's torchvision importable next to a CPU torch).
 """

@@ -1,15 +1,42 @@
-"""`python -m nora.book run|build|vendor`: execute the book's notebooks with papermill and build the site.
+"""`python -m nora.book run|stamp|build|vendor`: execute the book's notebooks with papermill and build the site.
 
-``run`` executes ``notebooks/NN_*.ipynb`` in order, each in a fresh kernel on *this* interpreter
-(a throwaway ``python3`` kernelspec pointing at ``sys.executable`` is put first on JUPYTER_PATH, so
+``run`` executes ``notebooks/NN_*.ipynb``, each in a fresh kernel on *this* interpreter (a
+throwaway ``python3`` kernelspec pointing at ``sys.executable`` is put first on JUPYTER_PATH, so
 neither a user-level kernelspec nor the ``python`` on PATH can swap the environment), with the
-papermill parameter ``profile=<p>`` and ``NORA_PROFILE=<p>`` in the kernel's environment. A failing
-notebook does not stop the others: its partially executed copy is kept, the failing cell is named
-(index in the source notebook and its first line) and the run exits 1. The ``book`` profile writes
-in place and then removes papermill's ``injected-parameters`` cell, restores the original
-``parameters`` cell (tagged ``parameters`` and ``hide-cell``), drops per-cell timing metadata and
-renumbers execution counts, so the committed notebooks differ only where outputs do. Other
-profiles write to ``--out`` (default ``runs/<profile>/``) and never touch ``notebooks/``.
+papermill parameter ``profile=<p>`` (plus any ``-p NAME VALUE``) and ``NORA_PROFILE=<p>`` in the
+kernel's environment. Each notebook runs in a worker process of its own
+(:mod:`nora.experiments.execute`), all or nothing:
+
+- it executes into a scratch copy; only a finished run replaces the notebook (in place for the
+  ``book`` profile, ``runs/<profile>/`` or ``--out`` otherwise) and
+  ``results/<profile>/<notebook>.json``, each written to a temporary file and renamed. A failing
+  cell, a dead kernel, Ctrl-C (SIGINT) or SIGTERM leaves both byte for byte as they were, keeps
+  the partial notebook under ``runs/<profile>/failed/`` (``<out>/failed/``), names the cell (its
+  index in the source notebook and its first line) and shuts the kernel down; the other
+  notebooks go on after a failure, and a signal stops the run (exit 130 / 143) once the running
+  kernels are down. The closing table (notebook, profile, status, wall and CPU time) is printed
+  either way.
+- a notebook is skipped ("up to date") when its code cells, the profile, the ``-p`` parameters and
+  the files under ``nora/`` its last finished run imported or opened (the shipped checkpoints it
+  read included) all hash as they did then (:mod:`nora.experiments.runcache`); ``--force`` runs it
+  anyway. ``stamp`` records those hashes, without running, for results made before the record
+  existed.
+- ``--jobs N`` runs N notebooks side by side, each kernel with ``NORA_THREADS`` = max(1, cores // N)
+  (an explicit ``NORA_THREADS`` wins); a chapter module with ``RUN_ALONE = True`` (08, which times
+  things) runs with nothing beside it. On a terminal, tqdm bars show the notebooks done and, per
+  running notebook, its cells, the cell running and the elapsed time; elsewhere (CI logs), one
+  line per start and end.
+- the kernel runs with ``TQDM_DISABLE=1`` (stored outputs carry no progress-bar text) over IPC
+  sockets (so ipykernel has no unencrypted-TCP warning to print); the kernel's own stderr is
+  passed through, each line prefixed with its notebook.
+
+The ``book`` profile's stored notebooks are cleaned (:func:`nora.experiments.execute.finish_notebook`):
+papermill's ``injected-parameters`` cell removed, the original ``parameters`` cell restored
+(tagged ``parameters`` and ``hide-cell``), per-cell timing metadata dropped, execution counts
+renumbered and progress-bar-only stderr outputs dropped, so the committed notebooks differ only
+where outputs do. With ``-p`` overrides a ``book`` run never writes in place: its notebooks go to
+``runs/book/`` (or ``--out``) and, for every profile, the results of an overridden run go to
+``<that folder>/results/<profile>/``, never to ``results/``.
 
 ``build`` vendors MathJax (npm ``mathjax`` at ``MATHJAX_VERSION`` into the git-ignored
 ``book/_vendor/``; served from the site root through ``html_extra_path``), regenerates the results
@@ -22,26 +49,31 @@ book profile, while the page must also show paper-profile runs (``results/paper/
 have no committed notebook. So the table is rewritten from ``results/<profile>/*.json`` between two
 HTML-comment markers before every build (deterministic, and a plain Markdown table builds with
 zero warnings); a test checks that the JSON and the glue values stored in the committed notebooks
-agree.
+agree. The table reads each file's ``values`` and ``paper``; ``_run`` and ``_parameters`` are the
+runner's and the notebook's bookkeeping.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fnmatch
 import json
 import os
-import re
+import queue
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from nora.experiments import CHAPTERS, execute
+from nora.experiments.execute import PROGRESS_RE, RUN_KEY, Job, strip_progress_outputs  # noqa: F401 (re-exported)
 from nora.experiments.profiles import PROFILE_NAMES, resolve_profile
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -52,9 +84,7 @@ RESULTS_PAGE = Path("book/results.md")
 RESULTS_BEGIN = "<!-- nora-results:begin (generated by `python -m nora.book build`; do not edit) -->"
 RESULTS_END = "<!-- nora-results:end -->"
 RESULTS_COLUMNS = ("book", "paper")  # profiles shown next to the paper's reported numbers
-# Progress-bar text (tqdm: "37%|███▋      | 11/30 [01:23<02:24,  7.61s/it]"): committed outputs carry none.
-PROGRESS_RE = re.compile(r"\d+(\.\d+)?\s?(it/s|s/it)|\d+%\|")
-_PROGRESS_PART = re.compile(r"\d+%\||it/s|s/it")
+STOP_GRACE_SECONDS = 60.0  # after a signal, how long the workers get to shut their kernels down
 
 
 @dataclass
@@ -63,10 +93,29 @@ class NotebookRun:
 
     name: str
     profile: str
-    status: str
-    seconds: float
-    output: Path
+    status: str  # "ok", "up to date", "FAILED", "interrupted" or "not run"
+    seconds: float | None
+    output: Path | None
     failed_cell: str | None = None
+    cpu_seconds: float | None = None
+    threads: int | None = None
+    note: str | None = None  # why it ran, or since when it is up to date
+
+
+@dataclass
+class BookRun:
+    """Every notebook's outcome, the run's elapsed time and the signal that stopped it, if any."""
+
+    runs: list[NotebookRun]
+    elapsed: float
+    signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal that stopped the run; else 0 when every notebook is ok or up to date, 1 otherwise."""
+        if self.signum is not None:
+            return 128 + self.signum
+        return 0 if all(r.status in ("ok", "up to date") for r in self.runs) else 1
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -82,160 +131,430 @@ def find_notebooks(root: Path, only: str | None = None) -> list[Path]:
     return found
 
 
-@contextlib.contextmanager
-def _kernel_env(profile: str) -> Iterator[None]:
-    """A ``python3`` kernelspec on this interpreter, first on JUPYTER_PATH, and NORA_PROFILE for the kernel."""
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "NORA_PROFILE", "PYDEVD_DISABLE_FILE_VALIDATION")}
-    with tempfile.TemporaryDirectory(prefix="nora-kernel-") as tmp:
-        spec = Path(tmp) / "kernels" / "python3"
-        spec.mkdir(parents=True)
-        from ipykernel.kernelspec import get_kernel_dict
+def parse_value(raw: str) -> Any:
+    """A ``-p`` value: a Python literal (``50``, ``1e-3``, ``[0, 1]``, ``None``), else YAML (``{nora: [0.01]}``), else the string."""
+    import yaml
 
-        kernel = get_kernel_dict(python_arguments=["-Xfrozen_modules=off"])
-        kernel["argv"][0] = sys.executable  # absolute: not whatever `python` is on PATH
-        (spec / "kernel.json").write_text(json.dumps(kernel))
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (tmp, saved["JUPYTER_PATH"]) if p)
-        os.environ["NORA_PROFILE"] = profile
-        os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return value if isinstance(value, list | dict) else raw
 
 
-def _first_line(source: str) -> str:
-    return next((line.strip() for line in source.splitlines() if line.strip()), "")
-
-
-def _failed_cell(original, exc) -> str:
-    """Name the failing cell by its index in the *source* notebook and its first source line."""
-    index = next((i for i, c in enumerate(original.cells) if c.cell_type == "code" and c.source == exc.source), exc.cell_index)
-    detail = f"{exc.ename}: {exc.evalue}".strip(": ")
-    return f"cell {index}: {_first_line(exc.source)!r}" + (f" ({detail})" if detail else "")
-
-
-def _only_progress(text: str | list[str]) -> bool:
-    """True when every non-blank line (or carriage-return segment) of ``text`` is progress-bar text."""
-    text = "".join(text) if isinstance(text, list) else text
-    return all(_PROGRESS_PART.search(part) for part in re.split(r"[\r\n]", text) if part.strip())
-
-
-def strip_progress_outputs(nb) -> int:
-    """Drop, in place, the stderr stream outputs that hold nothing but progress-bar text; return how many went.
-
-    Works on an nbformat notebook or the plain dict of its JSON. The kernels of ``run`` have tqdm
-    switched off (``TQDM_DISABLE=1``); this is the book profile's safety net for bars that bypass it.
-    A stderr output with anything else in it (a warning) is kept whole.
-    """
-    removed = 0
-    for cell in nb["cells"]:
-        outputs = cell.get("outputs")
-        if not outputs:
-            continue
-        kept = [o for o in outputs
-                if not (o.get("output_type") == "stream" and o.get("name") == "stderr" and _only_progress(o.get("text", "")))]
-        if len(kept) != len(outputs):
-            removed += len(outputs) - len(kept)
-            cell["outputs"] = kept
-    return removed
-
-
-def clean_executed(path: Path, original) -> None:
-    """Book-profile clean-up of an executed notebook: drop the injected cell, restore + hide the parameters cell, stable metadata."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    original_params = next((c for c in original.cells if "parameters" in c.metadata.get("tags", [])), None)
-    count = 0
-    for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
-        tags = cell.metadata.get("tags", [])
-        if "parameters" in tags:
-            if original_params is not None:
-                cell.source = original_params.source
-            cell.metadata["tags"] = tags + [t for t in ("hide-cell",) if t not in tags]
-        if cell.cell_type == "code" and cell.get("execution_count") is not None:
-            count += 1
-            cell.execution_count = count
-            for out in cell.outputs:
-                if out.get("output_type") == "execute_result":
-                    out["execution_count"] = count
-    strip_progress_outputs(nb)
-    meta = nb.metadata.get("papermill")
-    if meta:
-        for key in ("input_path", "output_path"):
-            if meta.get(key):
-                meta[key] = Path(meta[key]).name
-    nbformat.write(nb, path)
-
-
-def run_notebook(src: Path, dst: Path, profile: str) -> NotebookRun:
-    """Execute one notebook with papermill (kernel cwd = its folder); never raises for a failing notebook."""
-    import nbformat
+def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """The notebook's papermill parameters (name -> default, type, help), as ``papermill --help-notebook`` reads them."""
     import papermill as pm
 
-    original = nbformat.read(src, as_version=4)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    failed = None
-    start = time.perf_counter()
+    return pm.inspect_notebook(str(path))
+
+
+def runs_alone(name: str) -> bool:
+    """Whether the chapter's module says ``RUN_ALONE = True`` (read from its source: nothing is imported)."""
+    module = CHAPTERS.get(name)
+    path = Path(__file__).with_name(f"{module}.py") if module else None
+    if path is None or not path.is_file():
+        return False
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "RUN_ALONE" for t in targets) and node.value is not None:
+                return bool(ast.literal_eval(node.value))
+    return False
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
     try:
-        pm.execute_notebook(
-            str(src), str(dst), parameters={"profile": profile}, kernel_name="python3",
-            progress_bar=False, cwd=str(src.parent), log_output=False,
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _where(path: Path | None) -> str:
+    return os.path.relpath(path, Path.cwd()) if path else "-"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value / 60:.1f} min" if value >= 600 else f"{value:.1f} s"
+
+
+def plan_jobs(root: Path, profile: str, notebooks: list[Path], out: Path | None, overrides: dict[str, Any],
+              threads: int | None, jobs: int) -> list[Job]:
+    """One job per notebook: where its notebook, results, partial copy and scratch files go, and what it is given."""
+    declared = {src: notebook_parameters(src) for src in notebooks} if overrides else {}
+    in_place = out is None and profile == "book" and not overrides
+    base = out if out is not None else root / "runs" / profile
+    results_root = Path(os.environ["NORA_RESULTS_DIR"]) if os.environ.get("NORA_RESULTS_DIR") else root / "results"
+    if overrides:
+        results_root = base / "results"  # an overridden run is never the profile's record
+    out_jobs = []
+    for src in notebooks:
+        given = {k: v for k, v in overrides.items() if k in declared.get(src, {}) and v is not None}
+        out_jobs.append(Job(
+            name=src.stem, source=str(src), dest=str(src if in_place else base / src.name),
+            results=str(results_root / profile / f"{src.stem}.json"), failed_dir=str(base / "failed"),
+            work_dir=str(base / ".work" / src.stem), package=str(Path(execute.__file__).resolve().parents[1]),
+            profile=profile, parameters=given, book_clean=profile == "book", threads=threads, jobs=jobs,
+        ))
+    return out_jobs
+
+
+def _check_overrides(notebooks: list[Path], overrides: dict[str, Any]) -> None:
+    if "profile" in overrides:
+        raise ValueError("the profile is chosen with --profile, not -p profile")
+    if not overrides:
+        return
+    declared = {src.stem: notebook_parameters(src) for src in notebooks}
+    for name in overrides:
+        if not any(name in d for d in declared.values()):
+            known = sorted({k for d in declared.values() for k in d} - {"profile"})
+            raise ValueError(f"parameter {name!r} is in no selected notebook's parameters cell; they have {known}")
+
+
+class _Display:
+    """What the terminal shows: tqdm bars on a terminal (notebooks done; per running notebook its cells), else lines."""
+
+    def __init__(self, total: int, jobs: int, bars: bool | None = None) -> None:
+        self.bars_on = sys.stderr.isatty() if bars is None else bars
+        self.bars: dict[str, Any] = {}
+        self.free = list(range(1, jobs + 1))
+        self.overall = None
+        if self.bars_on and total:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm
+            self.overall = tqdm(total=total, desc="notebooks", unit="nb", position=0, dynamic_ncols=True,
+                                bar_format="{desc}: {n_fmt}/{total_fmt} {bar} [{elapsed}]")
+
+    def line(self, text: str, err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        if self.bars_on and self.overall is not None:
+            self.tqdm.write(text, file=stream)
+        else:
+            print(text, file=stream, flush=True)
+
+    def start(self, name: str, cells: int) -> None:
+        if self.overall is None:
+            return
+        position = self.free.pop(0) if self.free else len(self.bars) + 1
+        self.bars[name] = (self.tqdm(total=cells, desc=name, unit="cell", position=position, leave=False,
+                                     dynamic_ncols=True,
+                                     bar_format="{desc} {bar} {n_fmt}/{total_fmt} cells [{elapsed}]{postfix}"), position)
+
+    def cell(self, name: str, text: str) -> None:
+        if name in self.bars:
+            self.bars[name][0].set_postfix_str(text if len(text) <= 60 else text[:57] + "...")
+
+    def cell_done(self, name: str) -> None:
+        if name in self.bars:
+            self.bars[name][0].update(1)
+
+    def finish(self, name: str) -> None:
+        if name in self.bars:
+            bar, position = self.bars.pop(name)
+            bar.close()
+            self.free = sorted(self.free + [position])
+        if self.overall is not None:
+            self.overall.update(1)
+
+    def tick(self) -> None:
+        for bar, _ in self.bars.values():
+            bar.refresh()
+        if self.overall is not None:
+            self.overall.refresh()
+
+    def close(self) -> None:
+        for name in list(self.bars):
+            self.bars.pop(name)[0].close()
+        if self.overall is not None:
+            self.overall.close()
+            self.overall = None
+
+
+class _Worker:
+    """A worker process running one job; its events, stderr lines and exit arrive on the run's queue."""
+
+    def __init__(self, job: Job, root: Path, events: queue.Queue) -> None:
+        self.job = job
+        self.kernel: int | None = None
+        self.outcome: dict[str, Any] | None = None
+        env = dict(os.environ)
+        parent = str(Path(job.package).parent)
+        if not any(parent == p for p in env.get("PYTHONPATH", "").split(os.pathsep)) and "site-packages" not in parent:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH")) if p)  # the kernel imports this nora
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, execute.__file__, json.dumps(asdict(job))], cwd=root, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
-    except pm.PapermillExecutionError as exc:
-        failed = _failed_cell(original, exc)
-    except Exception as exc:  # a dead kernel, an unreadable notebook: still report and go on
-        failed = f"{type(exc).__name__}: {exc}".strip()
-    seconds = time.perf_counter() - start
-    if profile == "book" and dst.is_file():
-        clean_executed(dst, original)
-    status = "ok" if failed is None else "FAILED"
-    return NotebookRun(src.stem, profile, status, seconds, dst, failed)
+
+        def read(stream, kind: str) -> None:
+            for line in stream:
+                if kind == "event":
+                    try:
+                        events.put((job.name, "event", json.loads(line)))
+                        continue
+                    except ValueError:
+                        pass
+                events.put((job.name, "stderr", line.rstrip("\n")))
+
+        readers = [threading.Thread(target=read, args=(self.proc.stdout, "event"), daemon=True),
+                   threading.Thread(target=read, args=(self.proc.stderr, "stderr"), daemon=True)]
+        for t in readers:
+            t.start()
+
+        def reap() -> None:
+            for t in readers:
+                t.join()
+            events.put((job.name, "exit", self.proc.wait()))
+
+        threading.Thread(target=reap, daemon=True).start()
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signum)
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        """Last resort: kill the worker and its kernel (each leads its own process group)."""
+        for pid in (self.proc.pid, self.kernel):
+            if pid:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
 
-def run(root: Path, profile: str | None, only: str | None = None, out: Path | None = None) -> list[NotebookRun]:
-    """Run the selected notebooks in order (their old results/<profile>/ records are replaced); book writes in place unless ``out``."""
+def _salvage(job: Job) -> Path | None:
+    """A worker that died without reporting: keep its partial notebook, drop its scratch folder."""
+    partial = Path(job.work_dir) / "out" / Path(job.source).name
+    kept = None
+    if partial.is_file():
+        kept = Path(job.failed_dir) / partial.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(partial, kept)
+    shutil.rmtree(job.work_dir, ignore_errors=True)
+    return kept
+
+
+def run(root: Path, profile: str | None, only: str | None = None, out: Path | None = None, *, jobs: int = 1,
+        force: bool = False, parameters: dict[str, Any] | None = None, bars: bool | None = None) -> BookRun:
+    """Run the selected notebooks, ``jobs`` at a time, skipping those up to date unless ``force`` (see the module docstring)."""
+    import nbformat
+
+    from nora.experiments.runcache import read_record, stale_reason
+
     profile = resolve_profile(profile)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int; got {jobs!r}")
     notebooks = find_notebooks(root, only)
     if not notebooks:
         raise ValueError(f"only={only!r} matches no notebook in {root / 'notebooks'}")
-    if out is None and profile != "book":
-        out = root / "runs" / profile
-    runs = []
-    with _kernel_env(profile):
-        for i, src in enumerate(notebooks, 1):
-            dst = src if out is None else out / src.name
-            stale = root / "results" / profile / f"{src.stem}.json"
-            stale.unlink(missing_ok=True)  # what a notebook records reflects this run only
-            print(f"[{i}/{len(notebooks)}] {src.stem} (profile {profile}) ...", flush=True)
-            result = run_notebook(src, dst, profile)
-            where = os.path.relpath(result.output, Path.cwd())
-            if result.failed_cell:
-                print(f"    FAILED after {result.seconds:.1f} s at {result.failed_cell}; partial notebook kept: {where}", flush=True)
-            else:
-                print(f"    ok in {result.seconds:.1f} s -> {where}", flush=True)
-            runs.append(result)
-    return runs
+    overrides = dict(parameters or {})
+    _check_overrides(notebooks, overrides)
+    raw_threads = os.environ.get("NORA_THREADS")
+    threads = int(raw_threads) if raw_threads and raw_threads.isdigit() else max(1, available_cores() // jobs)
+    t0 = time.perf_counter()
+    planned = plan_jobs(root, profile, notebooks, out, overrides, None if raw_threads else threads, jobs)
+
+    outcomes: dict[str, NotebookRun] = {}
+    todo: list[tuple[Job, str, float]] = []
+    for job in planned:
+        nb = nbformat.read(job.source, as_version=4)
+        record = read_record(Path(job.results))
+        reason = "--force" if force else (stale_reason(record, nb, profile, job.parameters)
+                                          if Path(job.dest).is_file() else "no executed notebook yet")
+        if reason is None:
+            when = (record.get("finished") or record.get("stamped") or "?").replace("T", " ")[:16]
+            how = "stamped" if record.get("how") == "stamp" else "last run"
+            outcomes[job.name] = NotebookRun(job.name, profile, "up to date", None, Path(job.dest),
+                                             note=f"{how} {when} UTC")
+        else:
+            todo.append((job, reason, float((record or {}).get("wall_seconds") or 0.0)))
+    alone = {job.name for job, _, _ in todo if runs_alone(job.name)}
+    if jobs > 1:  # what must run alone first, then the longest first (by the last run's wall time)
+        todo.sort(key=lambda t: (t[0].name not in alone, -t[2]))
+    else:
+        todo.sort(key=lambda t: t[0].name not in alone)
+
+    display = _Display(len(todo), jobs, bars)
+    n = len(planned)
+    index = {job.name: i for i, job in enumerate(planned, 1)}
+    fresh = [r for r in outcomes.values()]
+    head = f"run: {n} notebook(s), profile {profile}: {len(fresh)} up to date, {len(todo)} to run"
+    if todo:
+        head += f", {min(jobs, len(todo))} at a time, NORA_THREADS={raw_threads or threads}"
+    display.line(head)
+    for r in fresh:
+        display.line(f"[{index[r.name]}/{n}] {r.name}: up to date ({r.note}; --force runs it again)")
+
+    signals: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda s, _f: signals.append(s))
+    scratch = {Path(job.work_dir).parent for job in planned}
+    made = sorted({d for w in scratch for d in (w, w.parent, w.parent.parent) if not d.exists()}, key=lambda d: -len(d.parts))
+    events: queue.Queue = queue.Queue()
+    running: dict[str, _Worker] = {}
+    pending = [job for job, _, _ in todo]
+    reasons = {job.name: reason for job, reason, _ in todo}
+    stop_at = None
+    try:
+        while pending or running:
+            if signals and stop_at is None:
+                stop_at = time.perf_counter() + STOP_GRACE_SECONDS
+                name = signal.Signals(signals[0]).name
+                display.line(f"{name}: stopping; {len(running)} running notebook(s) shut their kernels down, their "
+                             "notebooks and results stay as they were", err=True)
+                for job in pending:
+                    outcomes[job.name] = NotebookRun(job.name, profile, "not run", None, None)
+                pending = []
+                for worker in running.values():
+                    worker.signal(signals[0])
+            if stop_at is not None and (len(signals) > 1 or time.perf_counter() > stop_at):
+                for worker in running.values():
+                    worker.kill()
+            while pending and len(running) < jobs and not (running.keys() & alone):
+                if pending[0].name in alone and running:
+                    break
+                job = pending.pop(0)
+                display.line(f"[{index[job.name]}/{n}] {job.name} (profile {profile}) started: {reasons[job.name]}"
+                             + (" (runs alone)" if job.name in alone else ""))
+                running[job.name] = _Worker(job, root, events)
+                display.start(job.name, sum(bool(c.strip()) for c in execute.code_cells(nbformat.read(job.source, as_version=4))))
+            try:
+                name, kind, payload = events.get(timeout=0.5)
+            except queue.Empty:
+                display.tick()
+                continue
+            worker = running.get(name)
+            if worker is None:
+                continue
+            if kind == "stderr":
+                if payload.strip():
+                    display.line(f"[{name}] {payload}", err=True)
+            elif kind == "event":
+                event = payload.get("event")
+                if event == "kernel":
+                    worker.kernel = payload["pid"]
+                elif event == "cell":
+                    display.cell(name, payload["cell"])
+                elif event == "cell_done":
+                    display.cell_done(name)
+                elif event == "done":
+                    worker.outcome = payload
+            elif kind == "exit":
+                running.pop(name)
+                outcomes[name] = _report(worker, payload, profile, display, f"[{index[name]}/{n}]")
+                display.finish(name)
+    finally:
+        display.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for folder in made:  # scratch folders (and runs/<profile>/ when nothing else went there)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    runs = [outcomes[job.name] for job in planned]
+    return BookRun(runs, time.perf_counter() - t0, signals[0] if signals else None)
 
 
-def summary_table(runs: list[NotebookRun]) -> str:
-    """The closing table: notebook, profile, status, wall time."""
-    rows = [("notebook", "profile", "status", "wall time")]
-    rows += [(r.name, r.profile, r.status, f"{r.seconds:.1f} s") for r in runs]
-    rows.append(("total", "", f"{sum(r.status == 'ok' for r in runs)}/{len(runs)} ok", f"{sum(r.seconds for r in runs):.1f} s"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+def _report(worker: _Worker, code: int, profile: str, display: _Display, tag: str) -> NotebookRun:
+    """The outcome of a finished worker, printed on one line."""
+    job, got = worker.job, worker.outcome
+    if got is None:  # died without reporting (killed, crashed)
+        if worker.kernel:
+            try:
+                os.killpg(worker.kernel, signal.SIGKILL)
+            except OSError:
+                pass
+        kept = _salvage(job)
+        status = "interrupted" if code in (-signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, 130, 143) else "FAILED"
+        got = {"status": status, "failed_cell": f"the worker ended (exit {code}) before reporting",
+               "wall_seconds": time.perf_counter() - worker.started, "output": str(kept) if kept else None}
+    result = NotebookRun(job.name, profile, got["status"], got.get("wall_seconds"),
+                         Path(got["output"]) if got.get("output") else None, got.get("failed_cell"),
+                         got.get("cpu_seconds"), got.get("threads"))
+    times = f"{_seconds(result.seconds)} (CPU {_seconds(result.cpu_seconds)})"
+    if result.status == "ok":
+        display.line(f"{tag} {job.name}: ok in {times} -> {_where(result.output)}")
+    else:
+        kept = f"partial notebook: {_where(result.output)}" if result.output else "no partial notebook"
+        at = " at " if (result.failed_cell or "").startswith(("cell ", "the runner's", "papermill's")) else ": "
+        display.line(f"{tag} {job.name}: {result.status} after {times}{at}{result.failed_cell}; {kept}; "
+                     f"{_where(Path(job.dest))} and its results are as they were")
+    return result
+
+
+def summary_table(runs: list[NotebookRun] | BookRun, elapsed: float | None = None) -> str:
+    """The closing table: notebook, profile, status, wall time, CPU time (the kernel's); failures listed below."""
+    if isinstance(runs, BookRun):
+        runs, elapsed = runs.runs, runs.elapsed
+    rows = [("notebook", "profile", "status", "wall time", "CPU time")]
+    rows += [(r.name, r.profile, r.status, _seconds(r.seconds), _seconds(r.cpu_seconds)) for r in runs]
+    ok = sum(r.status in ("ok", "up to date") for r in runs)
+    fresh = sum(r.status == "up to date" for r in runs)
+    cpu = [r.cpu_seconds for r in runs if r.cpu_seconds is not None]
+    wall = elapsed if elapsed is not None else sum(r.seconds or 0.0 for r in runs)
+    rows.append(("total" if elapsed is None else "total (elapsed)", "",
+                 f"{ok}/{len(runs)} ok" + (f" ({fresh} up to date)" if fresh else ""),
+                 _seconds(wall), _seconds(sum(cpu)) if cpu else "—"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.insert(len(lines) - 1, lines[1])
     failed = [f"{r.name}: {r.failed_cell}" for r in runs if r.failed_cell]
     return "\n".join(lines + (["", "failed:"] + [f"  {f}" for f in failed] if failed else []))
+
+
+def stamp(root: Path, profile: str | None, only: str | None = None) -> list[str]:
+    """Record the current inputs as the last run's for notebooks whose stored outputs and results are known good.
+
+    For results made before runs recorded their inputs (see :mod:`nora.experiments.runcache`):
+    only stamp a notebook whose stored outputs came from its current code. Refuses a notebook
+    without results, without its executed copy, or (book profile) with unexecuted cells or stored
+    errors. Also writes ``_parameters``, the profile's values of the notebook's parameters, as a
+    run records them. Returns the notebooks stamped.
+    """
+    import nbformat
+
+    from nora.experiments.profiles import settings
+    from nora.experiments.results import PARAMETERS_KEY
+    from nora.experiments.runcache import stamp_record, write_record
+
+    profile = resolve_profile(profile)
+    notebooks = find_notebooks(root, only)
+    if not notebooks:
+        raise ValueError(f"only={only!r} matches no notebook in {root / 'notebooks'}")
+    done = []
+    for job in plan_jobs(root, profile, notebooks, None, {}, None, 1):
+        results, dest = Path(job.results), Path(job.dest)
+        if not results.is_file():
+            raise ValueError(f"{job.name}: no {results} to stamp (run it instead)")
+        if not dest.is_file():
+            raise ValueError(f"{job.name}: no executed notebook at {dest} (run it instead)")
+        nb = nbformat.read(job.source, as_version=4)
+        stored = nbformat.read(dest, as_version=4)
+        code = [c for c in stored.cells if c.cell_type == "code" and c.source.strip()]
+        if any(c.execution_count is None for c in code) or any(o.output_type == "error" for c in code for o in c.outputs):
+            raise ValueError(f"{job.name}: {dest} has unexecuted cells or stored errors; run it instead")
+        extra = {}
+        if job.name in CHAPTERS:
+            names = [k for k in notebook_parameters(Path(job.source)) if k != "profile"]
+            cfg = settings(job.name, profile)
+            extra[PARAMETERS_KEY] = json.loads(json.dumps({"profile": profile, **{k: cfg[k] for k in names if k in cfg}}))
+        write_record(results, stamp_record(nb, profile, CHAPTERS.get(job.name)), extra)
+        done.append(job.name)
+    return done
 
 
 # ------------------------------------------------------------------------------------------ build
@@ -337,23 +656,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nora.book", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("."), help="project root (holds notebooks/, _toc.yml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="execute notebooks/NN_*.ipynb with papermill")
+    p_run = sub.add_parser("run", help="execute notebooks/NN_*.ipynb with papermill (those not up to date)")
     p_run.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="default: $NORA_PROFILE, else book")
     p_run.add_argument("--only", default=None, help="run only notebooks whose name contains PATTERN (or matches it as a glob)")
     p_run.add_argument("--out", type=Path, default=None, help="output folder (default: in place for book, runs/<profile>/ otherwise)")
+    p_run.add_argument("--jobs", "-j", type=int, default=1, help="notebooks run side by side, each with NORA_THREADS = cores // JOBS")
+    p_run.add_argument("--force", action="store_true", help="run notebooks that are up to date too")
+    p_run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="papermill parameter for the notebooks that have it (a Python literal or YAML: 50, 1e-3, "
+                            "'[0, 1]', '{nora: [0.01]}'); the notebooks go to runs/<profile>/, the results beside them")
+    p_stamp = sub.add_parser("stamp", help="record the current inputs for results known to come from the current code")
+    p_stamp.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="default: $NORA_PROFILE, else book")
+    p_stamp.add_argument("--only", default=None, help="stamp only notebooks whose name contains PATTERN (or matches it as a glob)")
     sub.add_parser("build", help="build the jupyter-book site strictly into _build/html")
     sub.add_parser("vendor", help="vendor MathJax for offline reading (build does this too)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "run":
         try:
-            runs = run(root, args.profile, args.only, args.out)
+            result = run(root, args.profile, args.only, args.out, jobs=args.jobs, force=args.force,
+                         parameters={name: parse_value(value) for name, value in args.parameter})
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print()
-        print(summary_table(runs))
-        return 0 if all(r.status == "ok" for r in runs) else 1
+        print(summary_table(result))
+        if result.signum is not None:
+            print(f"\nstopped by {signal.Signals(result.signum).name}")
+        return result.exit_code
+    if args.command == "stamp":
+        try:
+            names = stamp(root, args.profile, args.only)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"stamped {len(names)} notebook(s): {', '.join(names)}")
+        return 0
     if args.command == "vendor":
         print(ensure_mathjax(root))
         return 0

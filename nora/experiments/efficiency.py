@@ -19,6 +19,7 @@ from torch import nn
 
 __all__ = [
     "PROFILES",
+    "RUN_ALONE",
     "interleaved_times",
     "matmul_flops",
     "mean_std",
@@ -27,6 +28,9 @@ __all__ = [
     "rational_flops_per_element",
     "saved_activation_bytes",
 ]
+
+# The chapter times things: `python -m nora.book run --jobs N` runs it with no other notebook beside it.
+RUN_ALONE = True
 
 # The chapter's sizes per profile: nora.experiments.profiles.settings("08_efficiency", profile) merges
 # PROFILES[profile] over the defaults.

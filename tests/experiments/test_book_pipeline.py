@@ -6,6 +6,7 @@ import json
 import os
 import posixpath
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -21,7 +22,8 @@ PARAMS = "profile = None\nseeds = None"
 REPORT = (
     "import os, sys, json\n"
     "print(json.dumps({'profile': profile, 'env': os.environ.get('NORA_PROFILE'),"
-    " 'prefix': sys.prefix, 'executable': sys.executable, 'cwd': os.getcwd()}))"
+    " 'prefix': sys.prefix, 'executable': sys.executable, 'cwd': os.getcwd(),"
+    " 'tqdm': os.environ.get('TQDM_DISABLE'), 'threads': os.environ.get('NORA_THREADS')}))"
 )
 
 
@@ -75,31 +77,38 @@ def test_failure_does_not_stop_the_others_and_is_named(project: Path, capsys):
     assert code == 1
     assert "cell 2: '# the failing cell'" in out and "RuntimeError: deliberate failure" in out
     table = out[out.index("notebook  "):]
-    assert re.search(r"01_pass\s+smoke\s+ok\s+\d+\.\d s", table)
+    assert re.search(r"01_pass\s+smoke\s+ok\s+\d+\.\d s\s+\d+\.\d s", table)  # wall and CPU time
     assert re.search(r"02_fail\s+smoke\s+FAILED\s+\d+\.\d s", table)
     assert re.search(r"03_after\s+smoke\s+ok\s+\d+\.\d s", table)  # ran after the failure
 
     runs = project / "runs" / "smoke"
-    partial = nbformat.read(runs / "02_fail.ipynb", as_version=4)
+    assert not (runs / "02_fail.ipynb").exists()  # a failed run replaces nothing
+    partial = nbformat.read(runs / "failed" / "02_fail.ipynb", as_version=4)
     code_cells = [c for c in partial.cells if c.cell_type == "code"]
+    assert not any(book.execute.RUNNER_TAG in c.metadata.get("tags", []) for c in code_cells)
     assert any("before the failure 42" in o.get("text", "") for c in code_cells for o in c.outputs)
     failing = next(c for c in code_cells if c.source.startswith("# the failing cell"))
     assert [o.output_type for o in failing.outputs] == ["error"]
     assert next(c for c in code_cells if "never reached" in c.source).execution_count is None
+    assert not (runs / ".work").exists()  # scratch folders are gone
 
     # non-book profiles never touch the sources
     assert {p.name: p.read_bytes() for p in (project / "notebooks").glob("*.ipynb")} == sources
 
 
-def test_kernel_runs_this_interpreter_with_the_profile(project: Path):
+def test_kernel_runs_this_interpreter_with_the_profile(project: Path, monkeypatch):
+    monkeypatch.delenv("NORA_THREADS", raising=False)
     before = os.environ.get("NORA_PROFILE")
     book.main(["--root", str(project), "run", "--profile", "smoke", "--only", "03"])
     nb = nbformat.read(project / "runs" / "smoke" / "03_after.ipynb", as_version=4)
+    assert [c.source for c in nb.cells if c.cell_type == "code"][-1] == REPORT  # the runner's cells are gone
     seen = _stdout_json(nb.cells[-1])
     assert seen["profile"] == "smoke" and seen["env"] == "smoke"
     assert seen["prefix"] == sys.prefix and seen["executable"] == sys.executable
     assert Path(seen["cwd"]) == (project / "notebooks").resolve()
-    assert os.environ.get("NORA_PROFILE") == before  # the runner restores the caller's environment
+    assert seen["tqdm"] == "1"  # stored outputs carry no progress bars
+    assert seen["threads"] == str(max(1, book.available_cores()))  # one job: every core
+    assert os.environ.get("NORA_PROFILE") == before  # the runner leaves the caller's environment alone
 
 
 def test_book_profile_writes_in_place_and_cleans_up(project: Path, capsys):
@@ -112,7 +121,7 @@ def test_book_profile_writes_in_place_and_cleans_up(project: Path, capsys):
     nb = nbformat.read(src, as_version=4)
 
     tags = [c.metadata.get("tags", []) for c in nb.cells]
-    assert not any("injected-parameters" in t for t in tags)
+    assert not any("injected-parameters" in t or book.execute.RUNNER_TAG in t for t in tags)
     params = nb.cells[0]
     assert params.source == PARAMS  # the original, not papermill's values
     assert "parameters" in params.metadata["tags"] and "hide-cell" in params.metadata["tags"]
@@ -120,23 +129,33 @@ def test_book_profile_writes_in_place_and_cleans_up(project: Path, capsys):
     assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
     assert nb.metadata["papermill"]["parameters"] == {"profile": "book"}
     assert nb.metadata["papermill"]["input_path"] == "01_pass.ipynb"  # no machine paths committed
+    assert nb.metadata["papermill"]["output_path"] == "01_pass.ipynb"
     assert _stdout_json(nb.cells[1])["profile"] == "book"
 
     # results recorded at the project root, and glued for the book's prose
     stored = json.loads((project / "results" / "book" / "01_pass.json").read_text())
     assert stored["values"] == {"answer": 0.125, "count": 3}  # the older run's record was replaced
+    assert stored["_run"]["how"] == "run" and stored["_run"]["inputs"]["profile"] == "book"
+    assert "nora/experiments/results.py" in stored["_run"]["inputs"]["files"]  # what the kernel imported
     glued = {o.metadata["scrapbook"]["name"] for o in nb.cells[2].outputs if "scrapbook" in o.get("metadata", {})}
     assert glued == {"answer", "count"}
     assert not (project / "runs").exists()
 
 
-def test_book_profile_failure_keeps_partial_notebook_in_place(project: Path, capsys):
+def test_book_profile_failure_leaves_notebook_and_results_byte_for_byte(project: Path, capsys):
+    src = project / "notebooks" / "02_fail.ipynb"
+    committed = project / "results" / "book" / "02_fail.json"
+    committed.parent.mkdir(parents=True)
+    committed.write_text('{"values": {"kept": 1}}\n')
+    before = (src.read_bytes(), committed.read_bytes())
     code = book.main(["--root", str(project), "run", "--profile", "book", "--only", "02"])
+    out = capsys.readouterr().out
     assert code == 1
-    assert "cell 2: '# the failing cell'" in capsys.readouterr().out
-    nb = nbformat.read(project / "notebooks" / "02_fail.ipynb", as_version=4)
-    assert any(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert "cell 2: '# the failing cell'" in out and "as they were" in out
+    assert (src.read_bytes(), committed.read_bytes()) == before
+    partial = nbformat.read(project / "runs" / "book" / "failed" / "02_fail.ipynb", as_version=4)
+    assert any(o.output_type == "error" for c in partial.cells if c.cell_type == "code" for o in c.outputs)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in partial.cells)
 
 
 def test_out_folder_and_unknown_pattern(project: Path, tmp_path: Path, capsys):
@@ -173,12 +192,18 @@ def test_find_notebooks_orders_and_filters(project: Path):
 
 def test_summary_table_lists_failures():
     runs = [
-        book.NotebookRun("01_a", "smoke", "ok", 1.25, Path("a")),
+        book.NotebookRun("01_a", "smoke", "ok", 1.25, Path("a"), cpu_seconds=2.5),
         book.NotebookRun("02_b", "smoke", "FAILED", 0.5, Path("b"), "cell 3: 'x = 1/0' (ZeroDivisionError: division by zero)"),
+        book.NotebookRun("03_c", "smoke", "up to date", None, Path("c")),
     ]
     text = book.summary_table(runs)
-    assert "01_a" in text and "1.2 s" in text and "1/2 ok" in text and "1.8 s" in text
+    assert re.search(r"01_a\s+smoke\s+ok\s+1\.2 s\s+2\.5 s", text) and re.search(r"03_c\s+smoke\s+up to date\s+—\s+—", text)
+    assert "2/3 ok (1 up to date)" in text and "1.8 s" in text
     assert text.rstrip().endswith("02_b: cell 3: 'x = 1/0' (ZeroDivisionError: division by zero)")
+    elapsed = book.summary_table(book.BookRun(runs, 1200.0, None))
+    assert re.search(r"total \(elapsed\)\s+2/3 ok \(1 up to date\)\s+20\.0 min\s+2\.5 s", elapsed)
+    assert book.BookRun(runs, 1.0).exit_code == 1 and book.BookRun(runs[::2], 1.0).exit_code == 0
+    assert book.BookRun(runs, 1.0, signal.SIGINT).exit_code == 130
 
 
 # ------------------------------------------------------------------------------------- profiles
@@ -253,6 +278,10 @@ def test_results_page_table_is_generated_from_json(tmp_path: Path):
     page.write_text(f"# R\n\n{book.RESULTS_BEGIN}\nold\n{book.RESULTS_END}\n\ntail\n")
     results.record("07_demo", "book", {"acc": 0.912345, "params": 20236}, out_dir=tmp_path / "results", paper={"acc": 0.9088})
     results.record("07_demo", "paper", {"acc": 0.9}, out_dir=tmp_path / "results")
+    stored = tmp_path / "results" / "book" / "07_demo.json"
+    data = json.loads(stored.read_text())
+    stored.write_text(json.dumps({**data, "_run": {"digest": "x", "wall_seconds": 3.0}, "_parameters": {"epochs": 6}}))
+    assert results.load_all("book", out_dir=tmp_path / "results")["07_demo"] == {"values": data["values"], "paper": data["paper"]}
     assert book.write_results_page(tmp_path)
     text = page.read_text()
     assert "old" not in text and text.endswith("tail\n")
