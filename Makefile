@@ -1,5 +1,6 @@
 # The book's two commands (see README.md). Each does all of its own set-up on a fresh machine:
-#   make book [PROFILE=smoke|book|paper]   execute the notebooks, then build the site
+#   make book [PROFILE=smoke|book|paper] [JOBS=n] [FORCE=1]
+#                                          execute the notebooks that are not up to date, then build the site
 #   make test                              unit tests, nbval (smoke), strict site build, browser check
 # Set-up is idempotent and quick once done (stamp files under .venv/).
 SHELL := /bin/bash
@@ -7,6 +8,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PROFILE ?= book
+# Notebooks `make book` runs side by side, each kernel with NORA_THREADS = cores / JOBS (at least 1).
+# 2 suits the 2-core development machine: one thread per notebook, as the committed outputs were made.
+JOBS ?= 2
+# FORCE=1 runs the notebooks that are up to date too (their code, profile and the nora files they used unchanged).
+FORCE ?=
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -24,7 +30,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: help setup book test chromium mathjax
 
 help:
-	@echo "make book [PROFILE=smoke|book|paper]   run the notebooks and build the site (_build/html)"
+	@echo "make book [PROFILE=smoke|book|paper] [JOBS=2] [FORCE=1]"
+	@echo "                                       run the notebooks not up to date and build the site (_build/html)"
 	@echo "make test                              unit tests, nbval (smoke), strict build, browser check"
 
 $(PY):
@@ -53,7 +60,7 @@ chromium:
 	  || echo "WARNING: could not install chromium; the browser test will say why"
 
 book: setup
-	$(PY) -m nora.book run --profile $(PROFILE)
+	$(PY) -m nora.book run --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force)
 	$(PY) -m nora.book build
 
 test: setup chromium

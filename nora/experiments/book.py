@@ -122,10 +122,14 @@ class BookRun:
 
 
 def find_notebooks(root: Path, only: str | None = None) -> list[Path]:
-    """The book's notebooks (notebooks/NN_*.ipynb) in order; ``only`` keeps names containing it (or matching it as a glob)."""
+    """The book's notebooks (notebooks/NN_*.ipynb) in order; ``only`` keeps names containing it, or a glob's matches.
+
+    A glob matches the whole name, with or without ``.ipynb``, or its start: ``0[1-3]`` is 01, 02 and 03.
+    """
     found = sorted((root / "notebooks").glob(NOTEBOOK_GLOB))
     if only and any(c in only for c in "*?["):
-        found = [p for p in found if fnmatch.fnmatch(p.name, only) or fnmatch.fnmatch(p.stem, only)]
+        found = [p for p in found if any(fnmatch.fnmatch(n, only) for n in (p.name, p.stem))
+                 or fnmatch.fnmatch(p.stem, only + "*")]
     elif only:
         found = [p for p in found if only in p.name]
     return found
@@ -658,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute notebooks/NN_*.ipynb with papermill (those not up to date)")
     p_run.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="default: $NORA_PROFILE, else book")
-    p_run.add_argument("--only", default=None, help="run only notebooks whose name contains PATTERN (or matches it as a glob)")
+    p_run.add_argument("--only", default=None, help="run only notebooks whose name contains PATTERN, or starts with a match of it as a glob (0[1-3])")
     p_run.add_argument("--out", type=Path, default=None, help="output folder (default: in place for book, runs/<profile>/ otherwise)")
     p_run.add_argument("--jobs", "-j", type=int, default=1, help="notebooks run side by side, each with NORA_THREADS = cores // JOBS")
     p_run.add_argument("--force", action="store_true", help="run notebooks that are up to date too")
@@ -667,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
                             "'[0, 1]', '{nora: [0.01]}'); the notebooks go to runs/<profile>/, the results beside them")
     p_stamp = sub.add_parser("stamp", help="record the current inputs for results known to come from the current code")
     p_stamp.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="default: $NORA_PROFILE, else book")
-    p_stamp.add_argument("--only", default=None, help="stamp only notebooks whose name contains PATTERN (or matches it as a glob)")
+    p_stamp.add_argument("--only", default=None, help="stamp only notebooks whose name contains PATTERN, or starts with a match of it as a glob")
     sub.add_parser("build", help="build the jupyter-book site strictly into _build/html")
     sub.add_parser("vendor", help="vendor MathJax for offline reading (build does this too)")
     args = parser.parse_args(argv)

@@ -188,6 +188,8 @@ def test_find_notebooks_orders_and_filters(project: Path):
     assert names == ["01_pass", "02_fail", "03_after"]
     assert [p.stem for p in book.find_notebooks(project, "fail")] == ["02_fail"]
     assert [p.stem for p in book.find_notebooks(project, "0[13]_*")] == ["01_pass", "03_after"]
+    assert [p.stem for p in book.find_notebooks(project, "0[1-2]")] == ["01_pass", "02_fail"]  # from the start
+    assert book.find_notebooks(project, "[1-2]") == []
 
 
 def test_summary_table_lists_failures():
