@@ -384,11 +384,9 @@ def run(root: Path, profile: str | None, only: str | None = None, out: Path | No
                                              note=f"{how} {when} UTC")
         else:
             todo.append((job, reason, float((record or {}).get("wall_seconds") or 0.0)))
-    alone = {job.name for job, _, _ in todo if runs_alone(job.name)}
+    alone = {job.name for job, _, _ in todo if jobs > 1 and runs_alone(job.name)}
     if jobs > 1:  # what must run alone first, then the longest first (by the last run's wall time)
         todo.sort(key=lambda t: (t[0].name not in alone, -t[2]))
-    else:
-        todo.sort(key=lambda t: t[0].name not in alone)
 
     display = _Display(len(todo), jobs, bars)
     n = len(planned)
@@ -462,6 +460,15 @@ def run(root: Path, profile: str | None, only: str | None = None, out: Path | No
                 outcomes[name] = _report(worker, payload, profile, display, f"[{index[name]}/{n}]")
                 display.finish(name)
     finally:
+        if running:  # left by an error of the runner's own: stop the workers (and so their kernels) too
+            for worker in running.values():
+                worker.signal(signal.SIGTERM)
+            deadline = time.perf_counter() + STOP_GRACE_SECONDS
+            for worker in running.values():
+                try:
+                    worker.proc.wait(timeout=max(0.1, deadline - time.perf_counter()))
+                except subprocess.TimeoutExpired:
+                    worker.kill()
         display.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -662,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute notebooks/NN_*.ipynb with papermill (those not up to date)")
     p_run.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="default: $NORA_PROFILE, else book")
-    p_run.add_argument("--only", default=None, help="run only notebooks whose name contains PATTERN, or starts with a match of it as a glob (0[1-3])")
+    p_run.add_argument("--only", default=None, metavar="PATTERN", help="run only notebooks whose name contains PATTERN, or starts with a match of it as a glob (0[1-3])")
     p_run.add_argument("--out", type=Path, default=None, help="output folder (default: in place for book, runs/<profile>/ otherwise)")
     p_run.add_argument("--jobs", "-j", type=int, default=1, help="notebooks run side by side, each with NORA_THREADS = cores // JOBS")
     p_run.add_argument("--force", action="store_true", help="run notebooks that are up to date too")
@@ -671,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                             "'[0, 1]', '{nora: [0.01]}'); the notebooks go to runs/<profile>/, the results beside them")
     p_stamp = sub.add_parser("stamp", help="record the current inputs for results known to come from the current code")
     p_stamp.add_argument("--profile", choices=PROFILE_NAMES, default=None, help="default: $NORA_PROFILE, else book")
-    p_stamp.add_argument("--only", default=None, help="stamp only notebooks whose name contains PATTERN, or starts with a match of it as a glob")
+    p_stamp.add_argument("--only", default=None, metavar="PATTERN", help="stamp only notebooks whose name contains PATTERN, or starts with a match of it as a glob")
     sub.add_parser("build", help="build the jupyter-book site strictly into _build/html")
     sub.add_parser("vendor", help="vendor MathJax for offline reading (build does this too)")
     args = parser.parse_args(argv)
