@@ -16,6 +16,9 @@ PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 TORCH_PIP_ARGS ?=
 SETUP_STAMP := $(VENV)/.nora-setup-done
+# The start-up hook that lets torchvision (so timm, peft, transformers) import next to CPU torch in
+# any order (nora/_torchvision.py); its own target, so an existing .venv gets it too.
+TORCHVISION_HOOK := $(VENV)/lib/python3.11/site-packages/nora_torchvision_hook.pth
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup book test chromium mathjax
@@ -34,7 +37,10 @@ $(SETUP_STAMP): pyproject.toml | $(PY)
 	$(PY) -c 'import torch; v = torch.__version__.split("+")[0]; assert v == "$(TORCH_VERSION)", f"torch {torch.__version__} installed, $(TORCH_VERSION) pinned"'
 	touch $@
 
-setup: $(SETUP_STAMP) mathjax
+$(TORCHVISION_HOOK): nora/_torchvision.py | $(SETUP_STAMP)
+	$(PY) -m nora.torchvision_hook install
+
+setup: $(SETUP_STAMP) $(TORCHVISION_HOOK) mathjax
 
 mathjax: $(SETUP_STAMP)
 	$(PY) -m nora.book vendor >/dev/null

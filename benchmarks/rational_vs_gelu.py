@@ -31,7 +31,7 @@ import torch  # noqa: E402
 import nora  # noqa: F401  (first: torchvision fix, registers everything)
 from nora import kernels
 from nora.rational import GroupRational, rational_reference
-from nora.theory import rational_functional  # the rational in plain torch ops (Horner), for torch.compile
+from nora.experiments.theory import rational_functional  # the rational in plain torch ops (Horner), for torch.compile
 
 
 def saved_bytes(fn, x) -> int:

@@ -6,6 +6,16 @@
     model = peft.get_peft_model(model, cfg)      # or nora.apply_nora(model, cfg): the same layers in place
 
 Importing nora registers NoRA (``NORA``) and NoRA++ (``NORA_PLUS``) as peft methods.
+
+Two layers, one way (lab -> library):
+
+    nora/               the library: rational.py (GroupRational), fit.py (fits, shipped inits),
+                        kernels/ (C++, eager, Triton), adapters/ (NoRA, NoRA++, LoRAN, baselines),
+                        inject.py, merge.py, io.py (save / load), counting.py, config.py
+    nora/experiments/   the book's lab: data, training loop, backbones, one module per chapter,
+                        theory, LLM corpus / pre-training / MMLU, profiles, results, book runner
+
+The library imports nothing from ``nora.experiments`` and needs no book-only package.
 """
 
 from nora import _torchvision

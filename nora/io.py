@@ -17,16 +17,14 @@ the JSON, the tensor file and the model against each other; on any mismatch it r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nora.adapters.base import AdapterModule, Injection, get_record
+from nora.adapters.base import ADAPTER_KINDS, AdapterModule, get_record, register_adapter
 from nora.inject import resolve_modules, unwrap
 
 __all__ = ["CONFIG_FILE", "TENSORS_FILE", "adapter_state", "load_adapter", "read_legacy", "register_adapter", "save_adapter"]
@@ -35,15 +33,8 @@ CONFIG_FILE = "adapter_config.json"
 TENSORS_FILE = "adapter_model.safetensors"
 FORMAT = "nora-adapter"
 FORMAT_VERSION = 1
-
-# kind -> (config class with to_dict/from_dict, inject(model, config) -> Injection)
-_KINDS: dict[str, tuple[type, Callable[[nn.Module, Any], Injection]]] = {}
-
-
-def register_adapter(kind: str, config_cls: type, inject: Callable[[nn.Module, Any], Injection]) -> None:
-    """Make an adapter kind savable/loadable: its config class and its reversible inject function."""
-    _KINDS[kind] = (config_cls, inject)
-
+# register_adapter (re-exported here) and its table ADAPTER_KINDS live in nora.adapters.base, so
+# that the adapter modules register their kinds without importing this module.
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Adapter tensors of ``model`` by state-dict name: adapter modules whole, plus ``trainable`` modules."""
@@ -155,9 +146,9 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
             return load_inplace(model, path)
     meta, tensors = _read(path)
     kind = meta.get("kind")
-    if kind not in _KINDS:
-        raise ValueError(f"adapter kind {kind!r} (field 'kind') is not one of {sorted(_KINDS)}")
-    config_cls, inject = _KINDS[kind]
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"adapter kind {kind!r} (field 'kind') is not one of {sorted(ADAPTER_KINDS)}")
+    config_cls, inject = ADAPTER_KINDS[kind]
     config = config_cls.from_dict(meta.get("config"))
     base = unwrap(model)
     injection = inject(base, config)

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nora.adapters.base import AdapterModule, Injection
+from nora.adapters.base import AdapterModule, Injection, register_adapter
 from nora.config import BaseConfig
 from nora.inject import KNOWN_TARGETS, find_targets, infer_channels, resolve_modules
-from nora.io import register_adapter
 
 __all__ = ["KINDS", "AReLU", "ActivationSwapConfig", "FrozenActivation", "LearnableELU", "PReLU",
            "apply_activation_swap", "inject_activation_swap"]

@@ -4,16 +4,21 @@ An adapter is applied in two phases: *plan* (validate the config against the mod
 every new module, touching nothing) and *commit* (swap modules and set ``requires_grad``), which
 returns an :class:`Injection` that can undo itself.  ``nora.load_adapter`` uses the undo when the
 file turns out not to match, so a failed call leaves the model exactly as it was.
+
+Each adapter module registers its kind here (:func:`register_adapter`: name -> config class and
+reversible inject); ``nora.io`` looks kinds up in :data:`ADAPTER_KINDS`, so io depends on the
+adapters' base and no adapter module imports io at import time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-__all__ = ["AdapterModule", "AdapterRecord", "Injection", "get_record", "RECORD_ATTR"]
+__all__ = ["ADAPTER_KINDS", "AdapterModule", "AdapterRecord", "Injection", "get_record", "register_adapter", "RECORD_ATTR"]
 
 RECORD_ATTR = "nora_adapter"
 
@@ -115,3 +120,12 @@ def get_record(model: nn.Module) -> AdapterRecord | None:
     from nora.inject import unwrap
 
     return getattr(unwrap(model), RECORD_ATTR, None)
+
+
+# kind -> (config class with to_dict/from_dict, inject(model, config) -> Injection)
+ADAPTER_KINDS: dict[str, tuple[type, Callable[[nn.Module, Any], Injection]]] = {}
+
+
+def register_adapter(kind: str, config_cls: type, inject: Callable[[nn.Module, Any], Injection]) -> None:
+    """Make an adapter kind savable/loadable: its config class and its reversible inject function."""
+    ADAPTER_KINDS[kind] = (config_cls, inject)

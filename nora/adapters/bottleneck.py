@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nora.adapters.base import AdapterModule, Injection
+from nora.adapters.base import AdapterModule, Injection, register_adapter
 from nora.config import BaseConfig
 from nora.inject import resolve_modules
-from nora.io import register_adapter
 
 __all__ = ["ACTIVATIONS", "POSITIONS", "AdaptedSublayer", "Bottleneck", "BottleneckConfig", "apply_bottleneck",
            "inject_bottleneck"]

@@ -93,10 +93,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nora.adapters.base import AdapterModule, Injection, get_record
+from nora.adapters.base import AdapterModule, Injection, get_record, register_adapter
 from nora.config import BaseConfig
 from nora.inject import resolve_modules
-from nora.io import register_adapter
 
 __all__ = [
     "ACTIVATIONS",

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nora.adapters.base import AdapterModule, Injection
+from nora.adapters.base import AdapterModule, Injection, register_adapter
 from nora.config import BaseConfig
 from nora.inject import resolve_modules
-from nora.io import register_adapter
 
 __all__ = ["PromptedNormPre", "VPTConfig", "VisualPrompts", "apply_vpt", "inject_vpt"]
 

@@ -1,1 +1,0 @@
-"""Evaluation helpers shared by the notebooks (efficiency: timing, FLOPs, memory)."""

@@ -1,0 +1,225 @@
+"""One cell of the paper's Table 2: tune LoRA or NoRA++ on one instruction set with one seed, score 5-shot MMLU by category.
+
+The notebook ``06_llama_instruct`` calls ``run_cell`` for every (instruction set, method, seed) of
+the profile; the paper profile can also be run cell by cell from the command line, on several GPUs:
+
+    accelerate launch --config_file nora/experiments/llm/configs/accelerate_fsdp.yaml \\
+        -m nora.experiments.llama_instruct train --dataset alpaca --method nora++ --seed 0 --out runs/paper/06/alpaca-nora++-0
+    python -m nora.experiments.llama_instruct evaluate --out runs/paper/06/alpaca-nora++-0
+
+``train`` saves the trained adapter tensors (safetensors) and the run's spec (JSON) in ``--out``;
+``evaluate`` rebuilds the adapted model on a fresh base, loads them, runs lm-eval's ``mmlu`` 5-shot
+(paper profile) or the book benchmark, and writes ``result.json`` next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nora.experiments.profiles import resolve_profile, settings
+
+__all__ = ["PROFILES", "NOTEBOOK", "adapter_tensors", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
+
+NOTEBOOK = "06_llama_instruct"
+
+# The chapter's sizes per profile: nora.experiments.profiles.settings("06_llama_instruct", profile) merges
+# PROFILES[profile] over the defaults.
+# sets: instruction sets (generated styles in smoke/book, hub datasets in paper); samples: records
+# per set (Appendix C: max 1000); epochs/steps: the identical budget of LoRA and NoRA++; lora/nora:
+# adapter settings (LoRA r=8, alpha=16 on every projection; NoRA G=8, r=3, alpha=6 on the SiLUs);
+# cutoff: max tokens per example (Appendix C: 1024); threads: torch CPU threads (one is much
+# faster than two when the 2-core machine is shared); lm_eval_check: also score the base model
+# with lm-eval on the local task and compare with our scorer; seeds (book): five, because three
+# leave a 95 % interval of the paired difference too wide to tell 2 points from noise.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"sets": ("alpaca", "mathinstruct", "openorca"), "samples": 16, "steps": 2, "batch_size": 4,
+              "learning_rate": 1e-3, "warmup_ratio": 0.0, "cutoff": 256, "eval_batch_size": 32,
+              "lora": {"rank": 4, "alpha": 8}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
+              "sample_tokens": 12, "threads": 1, "lm_eval_check": True},
+    "book": {"sets": ("alpaca", "mathinstruct", "openorca", "ultrachat"), "seeds": (0, 1, 2, 3, 4), "samples": 1000, "epochs": 1.0,
+             "batch_size": 8, "learning_rate": 1e-3, "warmup_ratio": 0.03, "cutoff": 256, "eval_batch_size": 32,
+             "lora": {"rank": 8, "alpha": 16}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
+             "sample_tokens": 40, "threads": 1, "lm_eval_check": True},
+    "paper": {"sets": ("alpaca", "mathinstruct", "openorca", "sharegpt_hyper", "ultrachat"), "samples": 1000,
+              "epochs": 3.0, "batch_size": 4, "gradient_accumulation": 2, "learning_rate": 1e-4,
+              "warmup_ratio": 0.1, "cutoff": 1024, "eval_batch_size": 2, "bf16": True,
+              "lora": {"rank": 8, "alpha": 16}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
+              "sample_tokens": 128, "threads": 8, "lm_eval_check": False},
+}
+
+
+def instruction_records(profile: str, name: str, cfg: dict, world=None, data_files=None) -> list[dict[str, str]]:
+    """The instruction set ``name``: a hub dataset (paper) or a generated style (smoke, book), at most ``cfg["samples"]`` records."""
+    if resolve_profile(profile) == "paper" or data_files is not None:
+        from nora.experiments.llm.sources import load_instructions
+
+        return load_instructions(name, cfg["samples"], data_files=data_files)
+    from nora.experiments.llm.corpus import instruction_set
+
+    if world is None:
+        raise ValueError("world is needed for the generated instruction sets (smoke / book profiles)")
+    return instruction_set(world, name, cfg["samples"], seed=0)
+
+
+def evaluate(model, tokenizer, profile: str, cfg: dict, benchmark=None) -> dict[str, float]:
+    """Category accuracies and their average (percent): lm-eval ``mmlu`` 5-shot (paper) or our scorer on ``benchmark``."""
+    from nora.experiments.llm import mmlu
+
+    if resolve_profile(profile) == "paper":
+        return mmlu.lm_eval_score(model, tokenizer, "mmlu", num_fewshot=5, batch_size=cfg["eval_batch_size"])
+    if benchmark is None:
+        raise ValueError("benchmark is needed for the smoke / book profiles")
+    return mmlu.score(model, tokenizer, benchmark, k=5, batch_size=cfg["eval_batch_size"]).table_row()
+
+
+def run_cell(base, tokenizer, records: list[dict], method: str, seed: int, cfg: dict,
+             scorer: Callable[[Any], dict[str, float]], sample: dict | None = None, copy_base: bool = True) -> dict[str, Any]:
+    """Adapt ``base`` with ``method``, measure parameters and step memory, fine-tune, score, and generate one sample."""
+    import nora
+    from nora.experiments.llm import instruct
+
+    model = instruct.adapt(base, method, seed, lora=cfg["lora"], nora_cfg=cfg["nora"], copy_base=copy_base)
+    count = nora.count_parameters(model)
+    probe = instruct.SFTCollator(tokenizer.pad_token_id)(instruct.encode_records(records[: cfg["batch_size"]], tokenizer, cfg["cutoff"]))
+    memory = instruct.step_memory(model, probe)
+    tune = instruct.finetune(
+        model, tokenizer, records, seed=seed, steps=cfg.get("steps"), epochs=cfg.get("epochs", 1.0),
+        batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"], cutoff=cfg["cutoff"],
+        warmup_ratio=cfg["warmup_ratio"], use_cpu=cfg["device"] == "cpu", bf16=cfg.get("bf16", False),
+        gradient_accumulation=cfg.get("gradient_accumulation", 1),
+    )
+    scores = scorer(model)
+    text = instruct.generate(model, tokenizer, **sample, max_new_tokens=cfg["sample_tokens"]) if sample else ""
+    return {
+        "method": method, "seed": seed, **scores,
+        "trainable": count.trainable, "total": count.total, "steps": tune.steps, "train_seconds": tune.seconds,
+        "step_seconds": tune.median_step, "memory_bytes": memory["peak"], "saved_activation_bytes": memory["saved_activations"],
+        "final_loss": tune.losses[-1][1] if tune.losses else float("nan"), "losses": tune.losses, "sample": text,
+        "model": model,
+    }
+
+
+# --------------------------------------------------------------------------------- saving, CLI
+
+
+def adapter_tensors(model) -> dict[str, Any]:
+    """The trainable tensors of an adapted model (LoRA factors, NoRA factors), by parameter name."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trained(tensors: dict[str, Any], spec: dict, out: str | Path) -> Path:
+    """Write ``adapter.safetensors`` and ``spec.json`` (dataset, method, seed, LoRA / NoRA settings) into ``out``."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, str(out / "adapter.safetensors"))
+    (out / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def load_trained(base, out: str | Path):
+    """Rebuild the adapted model of a saved run on ``base`` (modified in place) and load its adapter tensors; checks names and shapes."""
+    from safetensors.torch import load_file
+
+    from nora.experiments.llm import instruct
+
+    out = Path(out)
+    spec = json.loads((out / "spec.json").read_text())
+    model = instruct.adapt(base, spec["method"], spec["seed"], lora=spec["lora"], nora_cfg=spec["nora"], copy_base=False)
+    tensors = load_file(str(out / "adapter.safetensors"))
+    expected = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != set(expected):
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise ValueError(f"{out}: adapter tensors do not match the model (missing {missing[:3]}..., unexpected {extra[:3]}...)")
+    for name, p in expected.items():
+        if tuple(tensors[name].shape) != tuple(p.shape):
+            raise ValueError(f"{out}: {name} has shape {tuple(tensors[name].shape)}, the model expects {tuple(p.shape)}")
+    import torch
+
+    with torch.no_grad():
+        for name, p in expected.items():
+            p.copy_(tensors[name].to(p.dtype))
+    return model.eval(), spec
+
+
+def _base(profile: str, distributed: bool = False):
+    from nora.experiments.llm.pretrain import pretrained_llama
+
+    model, tokenizer, _ = pretrained_llama(profile)
+    if distributed:
+        model = model.float()  # one dtype per FSDP flat parameter; bf16 compute comes from FSDP mixed precision
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nora.experiments.llama_instruct", description="One Table-2 cell: train, then evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="fine-tune (launch with accelerate for several GPUs) and save the adapter")
+    train.add_argument("--profile", default="paper", choices=("smoke", "book", "paper"))
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--method", required=True, choices=("lora", "nora++"))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data-files", nargs="*", default=None, help="local JSON/JSONL files in the dataset's hub layout")
+    train.add_argument("--out", required=True)
+    ev = sub.add_parser("evaluate", help="load a trained adapter on a fresh base and score 5-shot MMLU by category")
+    ev.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "train":
+        from nora.experiments.llm import instruct
+        from nora.experiments.llm.pretrain import PRETRAIN, world_for
+
+        profile = resolve_profile(args.profile)
+        cfg = settings(NOTEBOOK, profile)
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        base, tokenizer = _base(profile, distributed)
+        world = None if profile == "paper" else world_for(PRETRAIN[profile])
+        records = instruction_records(profile, args.dataset, cfg, world, args.data_files)
+        model = instruct.adapt(base, args.method, args.seed, lora=cfg["lora"], nora_cfg=cfg["nora"], copy_base=False)
+        holder: dict[str, Any] = {}
+        instruct.finetune(
+            model, tokenizer, records, seed=args.seed, steps=cfg.get("steps"), epochs=cfg.get("epochs", 1.0),
+            batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"], cutoff=cfg["cutoff"],
+            warmup_ratio=cfg["warmup_ratio"], use_cpu=cfg["device"] == "cpu", bf16=cfg.get("bf16", False),
+            gradient_accumulation=cfg.get("gradient_accumulation", 1), on_trained=lambda t: holder.__setitem__("trainer", t),
+        )
+        trainer = holder["trainer"]
+        state = trainer.accelerator.get_state_dict(trainer.model)  # gathered on rank 0 under FSDP FULL_STATE_DICT
+        if trainer.accelerator.is_main_process:
+            names = {n for n, p in model.named_parameters() if p.requires_grad}
+            tensors = {k: v for k, v in state.items() if k in names}
+            spec = {"profile": profile, "dataset": args.dataset, "method": args.method, "seed": args.seed,
+                    "lora": cfg["lora"], "nora": cfg["nora"], "samples": len(records)}
+            save_trained(tensors, spec, args.out)
+            print(f"saved {len(tensors)} adapter tensors to {args.out}")
+        return 0
+
+    out = Path(args.out)
+    spec = json.loads((out / "spec.json").read_text())
+    profile = spec["profile"]
+    cfg = settings(NOTEBOOK, profile)
+    base, tokenizer = _base(profile)
+    if profile != "paper":
+        from nora.experiments.llm.corpus import Benchmark
+        from nora.experiments.llm.pretrain import PRETRAIN, world_for
+
+        benchmark = Benchmark.from_world(world_for(PRETRAIN[profile]))
+    else:
+        benchmark = None
+    model, spec = load_trained(base, out)
+    if cfg["device"] == "cuda":
+        model = model.to("cuda")
+    row = evaluate(model, tokenizer, profile, cfg, benchmark)
+    (out / "result.json").write_text(json.dumps({**spec, "mmlu_5shot": row}, indent=1, sort_keys=True) + "\n")
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
