@@ -22,9 +22,10 @@ from nora import _torchvision
 
 _torchvision.install()  # before anything imports timm / peft (see nora/_torchvision.py)
 
-from nora.adapters.nora import NoraActivation, NoraConfig, apply_nora  # noqa: E402
-from nora.adapters.tuner import NoraModel, convert_adapter  # noqa: E402  (registers the peft method NORA)
-from nora.adapters.plus import NoraPlusConfig, NoraPlusModel, apply_nora_plus, load_nora_plus, save_nora_plus  # noqa: E402
+from nora.adapters import peft_shim  # noqa: E402
+
+peft_shim.install()  # NORA / NORA_PLUS become peft methods when peft is imported (now, if it already is)
+
 from nora.adapters import activations, bottleneck, prompts  # noqa: E402,F401  (register their kinds)
 from nora.adapters.loran import LoRANConfig, Sinter, apply_loran, sinter  # noqa: E402
 from nora.counting import ParameterCount, count_parameters  # noqa: E402
@@ -34,6 +35,24 @@ from nora.merge import merge  # noqa: E402
 from nora.rational import GroupRational, rational  # noqa: E402
 
 __version__ = "0.1.0"
+
+# The peft methods' names, imported on first use (importing them imports peft, which takes seconds).
+_LAZY = {
+    "NoraActivation": "nora.adapters.nora", "NoraConfig": "nora.adapters.nora", "apply_nora": "nora.adapters.nora",
+    "NoraModel": "nora.adapters.tuner", "convert_adapter": "nora.adapters.tuner",
+    "NoraPlusConfig": "nora.adapters.plus", "NoraPlusModel": "nora.adapters.plus", "apply_nora_plus": "nora.adapters.plus",
+    "load_nora_plus": "nora.adapters.plus", "save_nora_plus": "nora.adapters.plus",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nora' has no attribute {name!r}")
 
 __all__ = [
     "GroupRational",

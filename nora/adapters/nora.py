@@ -513,3 +513,8 @@ def apply_nora(model: nn.Module, config: NoraConfig, *, example_input=None, adap
                          "through peft: PeftModel.add_adapter)")
     NoraModel(model, config, adapter_name, example_input=example_input)
     return model
+
+
+# The tuner registers the peft method NORA (and imports nora.adapters.plus: NORA_PLUS); it imports this
+# module, so it comes last.
+import nora.adapters.tuner  # noqa: E402,F401

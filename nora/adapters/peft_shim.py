@@ -9,17 +9,25 @@ and ``PeftModel.from_pretrained``) and fills the four mapping tables of ``peft.m
 It relies on the shape of those internals, checked by :func:`check_peft_internals` before anything
 is changed: ``PeftType`` a ``str`` enum with ``_member_map_`` / ``_value2member_map_`` /
 ``_member_names_``, the four ``PEFT_TYPE_TO_*_MAPPING`` dicts, and ``register_peft_method``'s
-keyword signature.  If a new peft changes any of them the import of ``nora`` fails with a message
-saying what changed (tests/test_peft_methods.py holds this too); the supported range is pinned in
+keyword signature.  If a new peft changes any of them the registration fails with a message saying
+what changed (tests/library/test_peft_methods.py holds this too); the supported range is pinned in
 pyproject.toml (``SUPPORTED_PEFT``).
+
+``import nora`` does not import peft (it costs seconds): :func:`install` registers the methods
+at once if peft is already imported, else from an import hook when peft is first imported; using
+``nora.NoraConfig`` imports peft and registers them too.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
+import importlib.abc
+import importlib.machinery
 import inspect
+import sys
 
-__all__ = ["SUPPORTED_PEFT", "PeftInternalsChanged", "check_peft_internals", "register"]
+__all__ = ["SUPPORTED_PEFT", "PeftInternalsChanged", "check_peft_internals", "install", "register"]
 
 SUPPORTED_PEFT = (">=0.21", "<0.22")  # keep in step with pyproject.toml's peft requirement
 _TABLES = (
@@ -107,3 +115,51 @@ def register(name: str, config_cls: type, model_cls: type, prefix: str) -> enum.
     peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING[member] = config_cls
     peft.mapping.PEFT_TYPE_TO_TUNER_MAPPING[member] = model_cls
     return member
+
+
+# ---------------------------------------------------------------------- when peft is imported
+
+_METHODS_MODULE = "nora.adapters.nora"  # importing it registers NORA and NORA_PLUS (its last lines)
+
+
+def _register_methods() -> None:
+    # Already imported, or being imported (it imported peft, which brought us here): its end registers.
+    if _METHODS_MODULE not in sys.modules:
+        importlib.import_module(_METHODS_MODULE)
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """peft's own loader; once peft has run, nora's methods are registered with it."""
+
+    def __init__(self, inner: importlib.abc.Loader) -> None:
+        self.inner = inner
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        _uninstall()
+        self.inner.exec_module(module)
+        _register_methods()
+
+
+class _PeftFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "peft":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+def _uninstall() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PeftFinder)]
+
+
+def install() -> None:
+    """Register NoRA / NoRA++ with peft now if peft is imported, else as soon as it is (``import nora`` stays light)."""
+    if "peft" in sys.modules:
+        _register_methods()
+    elif not any(isinstance(f, _PeftFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PeftFinder())

@@ -591,8 +591,6 @@ def convert_adapter(src: str | Path, dst: str | Path, base_model: nn.Module) -> 
     return Path(dst)
 
 
-def _register() -> None:
-    peft_shim.register("nora", NoraConfig, NoraModel, prefix=NoraModel.prefix)
+peft_shim.register("nora", NoraConfig, NoraModel, prefix=NoraModel.prefix)
 
-
-_register()
+import nora.adapters.plus  # noqa: E402,F401  (registers NORA_PLUS; it imports this module, so it comes last)

@@ -333,7 +333,8 @@ def test_accelerate_fsdp_config_parses_and_wraps_llama_layers():
     cfg = load_config_from_file(str(path))
     assert str(cfg.distributed_type).endswith("FSDP") and cfg.mixed_precision == "bf16"
     assert cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
-    assert cfg.fsdp_config["fsdp_use_orig_params"] is True and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    # FSDP2 (issue 19; tests/experiments/test_fsdp.py runs it): original parameters always, no use_orig_params
+    assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     from transformers.models.llama import modeling_llama
 
     assert hasattr(modeling_llama, cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
