@@ -56,11 +56,11 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _peft_nora_config(model: nn.Module):
     """The NoRA / NoRA++ config of a peft-adapted model (PeftModel or adapted in place), else None."""
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict) or not configs:
+        return None
     from nora.adapters.nora import NoraConfig
 
-    configs = getattr(model, "peft_config", None)
-    if not isinstance(configs, dict):
-        return None
     name = getattr(model, "active_adapter", "default")
     config = configs.get(name if isinstance(name, str) else "default")
     return config if isinstance(config, NoraConfig) else None
@@ -72,9 +72,11 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     NoRA / NoRA++ models are saved in peft's format (``PeftModel.save_pretrained`` for a PeftModel).
     """
     if _peft_nora_config(model) is not None:
+        from peft import PeftModel
+
         from nora.adapters.tuner import save_inplace
 
-        if callable(getattr(model, "save_pretrained", None)) and hasattr(model, "base_model"):
+        if isinstance(model, PeftModel):
             model.save_pretrained(str(path))
             return Path(path)
         return save_inplace(model, path)

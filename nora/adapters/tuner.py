@@ -30,7 +30,7 @@ import contextvars
 import copy
 import hashlib
 import json
-import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,8 +241,6 @@ def _matches(name: str, module: nn.Module, target) -> bool:
         return activation_kind(base) in ("gelu", "gelu_tanh")
     if key in ("silu", "rational"):
         return activation_kind(base) == key
-    import re
-
     return re.fullmatch(target, name) is not None
 
 
@@ -294,6 +292,7 @@ def plan_nora(model: nn.Module, config: NoraConfig, example_input=None) -> _Plan
     for name in names:
         if widths[name] % config.groups:
             raise ValueError(f"groups={config.groups} does not divide the {widths[name]} channels of {name!r}")
+    trainable = _resolve_trainable(model, config, candidates, names)
     plan = _Plan()
     fitted: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, module in targets:
@@ -308,14 +307,12 @@ def plan_nora(model: nn.Module, config: NoraConfig, example_input=None) -> _Plan
             coefficients = fitted[key]
         device = _device_near(model, name)
         plan.sites[name] = _Site(widths[name], NoraDelta(*coefficients, config).to(device), device)
-    config.modules_to_save = _resolve_trainable(model, config, candidates, names) or None
+    config.modules_to_save = trainable or None
     return plan
 
 
 def _resolve_trainable(model: nn.Module, config: NoraConfig, candidates, sites: list[str]) -> list[str]:
     """``trainable`` (exact names or full regexes) as exact module names that peft's suffix match finds alone."""
-    import re
-
     if not config.trainable:
         return []
     all_names = [n for n, _ in candidates]

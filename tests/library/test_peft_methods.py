@@ -277,6 +277,10 @@ def test_nora_save_and_load_adapter_are_peft_files_both_ways(tmp_path):
     assert torch.equal(outputs(again, "vit"), outputs(tuned, "vit"))
     config = PeftConfig.from_pretrained(str(tmp_path / "peft"))
     assert isinstance(config, nora.NoraConfig) and config.trainable == ("head",) and config.groups == 8
+    llama = perturb(nora.apply_nora(make_llama(), nora.NoraConfig(target="silu")))  # a transformers model in place
+    nora.save_adapter(llama, tmp_path / "llama")
+    assert sorted(p.name for p in (tmp_path / "llama").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert torch.equal(outputs(nora.load_adapter(make_llama(), tmp_path / "llama"), "llama"), outputs(llama, "llama"))
 
 
 def test_adapters_in_the_pre_peft_format_fail_saying_how_to_convert_and_convert(tmp_path):
