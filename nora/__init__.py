@@ -1,9 +1,11 @@
 """nora: activation-space fine-tuning — group-wise rational activations, NoRA, NoRA++, LoRAN.
 
-    import nora, timm
+    import nora, peft, timm
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=100)
     cfg = nora.NoraConfig(groups=8, rank=3, alpha=6, degrees=(5, 4), target="gelu", trainable=["head"])
-    model = nora.apply_nora(model, cfg)
+    model = peft.get_peft_model(model, cfg)      # or nora.apply_nora(model, cfg): the same layers in place
+
+Importing nora registers NoRA (``NORA``) and NoRA++ (``NORA_PLUS``) as peft methods.
 
 Two layers, one way (lab -> library):
 
@@ -20,10 +22,12 @@ from nora import _torchvision
 
 _torchvision.install()  # before anything imports timm / peft (see nora/_torchvision.py)
 
-from nora.adapters.nora import NoraActivation, NoraConfig, apply_nora, enable_nora_training  # noqa: E402
+from nora.adapters import peft_shim  # noqa: E402
+
+peft_shim.install()  # NORA / NORA_PLUS become peft methods when peft is imported (now, if it already is)
+
 from nora.adapters import activations, bottleneck, prompts  # noqa: E402,F401  (register their kinds)
 from nora.adapters.loran import LoRANConfig, Sinter, apply_loran, sinter  # noqa: E402
-from nora.adapters.plus import apply_nora_plus, load_nora_plus, save_nora_plus  # noqa: E402
 from nora.counting import ParameterCount, count_parameters  # noqa: E402
 from nora.fit import RationalFit, fit_rational, shipped_inits  # noqa: E402
 from nora.io import load_adapter, save_adapter  # noqa: E402
@@ -32,19 +36,40 @@ from nora.rational import GroupRational, rational  # noqa: E402
 
 __version__ = "0.1.0"
 
+# The peft methods' names, imported on first use (importing them imports peft, which takes seconds).
+_LAZY = {
+    "NoraActivation": "nora.adapters.nora", "NoraConfig": "nora.adapters.nora", "apply_nora": "nora.adapters.nora",
+    "NoraModel": "nora.adapters.tuner", "convert_adapter": "nora.adapters.tuner",
+    "NoraPlusConfig": "nora.adapters.plus", "NoraPlusModel": "nora.adapters.plus", "apply_nora_plus": "nora.adapters.plus",
+    "load_nora_plus": "nora.adapters.plus", "save_nora_plus": "nora.adapters.plus",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nora' has no attribute {name!r}")
+
 __all__ = [
     "GroupRational",
     "LoRANConfig",
     "NoraActivation",
     "NoraConfig",
+    "NoraModel",
+    "NoraPlusConfig",
+    "NoraPlusModel",
     "ParameterCount",
     "RationalFit",
     "Sinter",
     "apply_loran",
     "apply_nora",
     "apply_nora_plus",
+    "convert_adapter",
     "count_parameters",
-    "enable_nora_training",
     "fit_rational",
     "load_adapter",
     "load_nora_plus",

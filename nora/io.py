@@ -1,6 +1,12 @@
 """Saving and loading adapters as safetensors + JSON (never pickles), with checks on load.
 
-Saved: the state of every :class:`~nora.adapters.base.AdapterModule` in the model (less the frozen
+NoRA and NoRA++ are peft methods: ``save_adapter`` / ``load_adapter`` hand them to peft's format
+(``adapter_config.json`` with their ``peft_type`` + ``adapter_model.safetensors``, what
+``PeftModel.save_pretrained`` writes; see ``nora.adapters.tuner``), so a directory written either
+way loads either way.  A NoRA adapter in the format below (``format_version`` 1, before NoRA was
+a peft method) is refused with the ``nora.convert_adapter`` call that rewrites it.
+
+The other kinds (LoRAN, VPT, bottleneck, learnable activations) keep this format.  Saved: the state of every :class:`~nora.adapters.base.AdapterModule` in the model (less the frozen
 layers it wraps, which it names in ``base_children``) plus the
 parameters of the modules the config lists as ``trainable`` (e.g. the new head), and a JSON file
 with the adapter kind, its config and the name, shape and dtype of every tensor.  Loading checks
@@ -21,7 +27,7 @@ from torch import nn
 from nora.adapters.base import ADAPTER_KINDS, AdapterModule, get_record, register_adapter
 from nora.inject import resolve_modules, unwrap
 
-__all__ = ["CONFIG_FILE", "TENSORS_FILE", "adapter_state", "load_adapter", "register_adapter", "save_adapter"]
+__all__ = ["CONFIG_FILE", "TENSORS_FILE", "adapter_state", "load_adapter", "read_legacy", "register_adapter", "save_adapter"]
 
 CONFIG_FILE = "adapter_config.json"
 TENSORS_FILE = "adapter_model.safetensors"
@@ -48,8 +54,32 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def _peft_nora_config(model: nn.Module):
+    """The NoRA / NoRA++ config of a peft-adapted model (PeftModel or adapted in place), else None."""
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict) or not configs:
+        return None
+    from nora.adapters.nora import NoraConfig
+
+    name = getattr(model, "active_adapter", "default")
+    config = configs.get(name if isinstance(name, str) else "default")
+    return config if isinstance(config, NoraConfig) else None
+
+
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` under directory ``path``."""
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` under directory ``path``.
+
+    NoRA / NoRA++ models are saved in peft's format (``PeftModel.save_pretrained`` for a PeftModel).
+    """
+    if _peft_nora_config(model) is not None:
+        from peft import PeftModel
+
+        from nora.adapters.tuner import save_inplace
+
+        if isinstance(model, PeftModel):
+            model.save_pretrained(str(path))
+            return Path(path)
+        return save_inplace(model, path)
     record = get_record(model)
     if record is None:
         raise ValueError("model carries no nora adapter (apply one first, e.g. nora.apply_nora)")
@@ -66,6 +96,11 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     save_file(tensors, str(out / TENSORS_FILE), metadata={"format": FORMAT, "kind": record.kind})
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def read_legacy(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The JSON and tensors of an adapter in this module's format (checked against each other)."""
+    return _read(Path(path))
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -95,8 +130,22 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
-    """Apply the saved adapter to a fresh copy of its base ``model`` and load its tensors exactly."""
+    """Apply the saved adapter to a fresh copy of its base ``model`` and load its tensors exactly.
+
+    A NoRA adapter is applied in place (as ``nora.apply_nora`` does); a NoRA++ adapter returns the
+    ``PeftModel`` of ``peft.PeftModel.from_pretrained``.  All or nothing: on failure ``model`` is unchanged.
+    """
     path = Path(path)
+    config_path = path / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            head = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"adapter file {config_path} is not valid JSON: {err}") from err
+        if isinstance(head, dict) and ("peft_type" in head or head.get("kind") == "nora"):
+            from nora.adapters.tuner import load_inplace
+
+            return load_inplace(model, path)
     meta, tensors = _read(path)
     kind = meta.get("kind")
     if kind not in ADAPTER_KINDS:

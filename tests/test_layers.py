@@ -80,7 +80,9 @@ def _fresh_modules(code: str) -> list[str]:
 
 def test_import_nora_loads_no_lab_module_and_no_book_only_package():
     loaded = _fresh_modules("import nora")
-    assert "nora" in loaded and "nora.adapters.nora" in loaded
+    assert "nora" in loaded and "nora.rational" in loaded and "nora.adapters.loran" in loaded
+    # NoRA / NoRA++ (peft methods) load with peft, on first use or when peft is imported (seconds)
+    assert "peft" not in loaded and "nora.adapters.nora" not in loaded
     assert not [m for m in loaded if m == "nora.experiments" or m.startswith("nora.experiments.")]
     assert not [m for m in loaded if m.split(".")[0] in BOOK_ONLY]
 

@@ -7,9 +7,11 @@ the profile; the paper profile can also be run cell by cell from the command lin
         -m nora.experiments.llama_instruct train --dataset alpaca --method nora++ --seed 0 --out runs/paper/06/alpaca-nora++-0
     python -m nora.experiments.llama_instruct evaluate --out runs/paper/06/alpaca-nora++-0
 
-``train`` saves the trained adapter tensors (safetensors) and the run's spec (JSON) in ``--out``;
-``evaluate`` rebuilds the adapted model on a fresh base, loads them, runs lm-eval's ``mmlu`` 5-shot
-(paper profile) or the book benchmark, and writes ``result.json`` next to them.
+``train`` saves the trained adapter with peft's ``save_pretrained`` (``adapter_config.json`` with
+its ``peft_type``, LORA or NORA_PLUS, and ``adapter_model.safetensors``: for NoRA++ both parts) and
+the run's spec (``spec.json``) in ``--out``; ``evaluate`` loads the adapter on a fresh base with
+``peft.PeftModel.from_pretrained``, runs lm-eval's ``mmlu`` 5-shot (paper profile) or the book
+benchmark, and writes ``result.json`` next to them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from nora.experiments.profiles import resolve_profile, settings
 
-__all__ = ["PROFILES", "NOTEBOOK", "adapter_tensors", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
+__all__ = ["PROFILES", "NOTEBOOK", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
 
 NOTEBOOK = "06_llama_instruct"
 
@@ -107,45 +109,25 @@ def run_cell(base, tokenizer, records: list[dict], method: str, seed: int, cfg: 
 # --------------------------------------------------------------------------------- saving, CLI
 
 
-def adapter_tensors(model) -> dict[str, Any]:
-    """The trainable tensors of an adapted model (LoRA factors, NoRA factors), by parameter name."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_trained(tensors: dict[str, Any], spec: dict, out: str | Path) -> Path:
-    """Write ``adapter.safetensors`` and ``spec.json`` (dataset, method, seed, LoRA / NoRA settings) into ``out``."""
-    from safetensors.torch import save_file
-
+def save_trained(model, spec: dict, out: str | Path, *, state_dict=None, is_main_process: bool = True) -> Path:
+    """``model.save_pretrained(out)`` (``state_dict``: a gathered one, under FSDP) and ``spec.json`` (dataset, method, seed, settings)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, str(out / "adapter.safetensors"))
-    (out / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    model.save_pretrained(str(out), state_dict=state_dict, is_main_process=is_main_process)
+    if is_main_process:
+        (out / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
     return out
 
 
 def load_trained(base, out: str | Path):
-    """Rebuild the adapted model of a saved run on ``base`` (modified in place) and load its adapter tensors; checks names and shapes."""
-    from safetensors.torch import load_file
-
-    from nora.experiments.llm import instruct
+    """The adapted model of a saved run: ``peft.PeftModel.from_pretrained(base, out)`` (``base`` is modified in place)."""
+    from peft import PeftModel
 
     out = Path(out)
     spec = json.loads((out / "spec.json").read_text())
-    model = instruct.adapt(base, spec["method"], spec["seed"], lora=spec["lora"], nora_cfg=spec["nora"], copy_base=False)
-    tensors = load_file(str(out / "adapter.safetensors"))
-    expected = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(tensors) != set(expected):
-        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise ValueError(f"{out}: adapter tensors do not match the model (missing {missing[:3]}..., unexpected {extra[:3]}...)")
-    for name, p in expected.items():
-        if tuple(tensors[name].shape) != tuple(p.shape):
-            raise ValueError(f"{out}: {name} has shape {tuple(tensors[name].shape)}, the model expects {tuple(p.shape)}")
-    import torch
-
-    with torch.no_grad():
-        for name, p in expected.items():
-            p.copy_(tensors[name].to(p.dtype))
-    return model.eval(), spec
+    if (out / "adapter.safetensors").is_file() and not (out / "adapter_config.json").is_file():
+        raise ValueError(f"{out} was saved before the adapters were peft methods (adapter.safetensors + spec.json); "
+                         "re-run `python -m nora.experiments.llama_instruct train` for it")
+    return PeftModel.from_pretrained(base, str(out)).eval(), spec
 
 
 def _base(profile: str, distributed: bool = False):
@@ -153,7 +135,7 @@ def _base(profile: str, distributed: bool = False):
 
     model, tokenizer, _ = pretrained_llama(profile)
     if distributed:
-        model = model.float()  # one dtype per FSDP flat parameter; bf16 compute comes from FSDP mixed precision
+        model = model.float()  # float32 master weights; bf16 compute comes from FSDP mixed precision
     return model, tokenizer
 
 
@@ -191,13 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         trainer = holder["trainer"]
         state = trainer.accelerator.get_state_dict(trainer.model)  # gathered on rank 0 under FSDP FULL_STATE_DICT
+        spec = {"profile": profile, "dataset": args.dataset, "method": args.method, "seed": args.seed,
+                "lora": cfg["lora"], "nora": cfg["nora"], "samples": len(records)}
+        save_trained(model, spec, args.out, state_dict=state, is_main_process=trainer.accelerator.is_main_process)
         if trainer.accelerator.is_main_process:
-            names = {n for n, p in model.named_parameters() if p.requires_grad}
-            tensors = {k: v for k, v in state.items() if k in names}
-            spec = {"profile": profile, "dataset": args.dataset, "method": args.method, "seed": args.seed,
-                    "lora": cfg["lora"], "nora": cfg["nora"], "samples": len(records)}
-            save_trained(tensors, spec, args.out)
-            print(f"saved {len(tensors)} adapter tensors to {args.out}")
+            print(f"saved the {args.method} adapter to {args.out}")
         return 0
 
     out = Path(args.out)

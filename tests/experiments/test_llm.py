@@ -275,15 +275,40 @@ def test_saved_adapter_reloads_to_the_same_outputs(world, tokenizer, tmp_path):
                 p.normal_(0, 0.02)
     spec = {"profile": "smoke", "dataset": "alpaca", "method": "nora++", "seed": 1, "lora": {"rank": 2, "alpha": 4},
             "nora": {"groups": 8, "rank": 3, "alpha": 6}}
-    experiment.save_trained(experiment.adapter_tensors(model), spec, tmp_path)
-    loaded, _ = experiment.load_trained(tiny_llama(len(tokenizer)), tmp_path)
+    experiment.save_trained(model, spec, tmp_path)  # peft's files: one NORA_PLUS adapter with both parts
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "NORA_PLUS"
+    loaded, loaded_spec = experiment.load_trained(tiny_llama(len(tokenizer)), tmp_path)
     ids = torch.tensor([tokenizer.encode("The planet Zorb orbits")])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, loaded(ids).logits)
-    bad = dict(spec, lora={"rank": 3, "alpha": 4})
-    (tmp_path / "spec.json").write_text(json.dumps(bad))
+    assert loaded_spec == spec
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(json.dumps(dict(config, r=3)))  # the recorded LoRA rank is wrong
     with pytest.raises(ValueError, match="shape"):
         experiment.load_trained(tiny_llama(len(tokenizer)), tmp_path)
+
+
+def test_chapter_06_nora_plus_is_the_model_the_pre_peft_construction_built():
+    """NoRA++ as one peft method (NoraPlusConfig) builds, for the same seed, exactly the model that NoRA
+    injected first and peft LoRA second built before issue 19 (digest and counts recorded with that code
+    on the book profile's shipped LLaMA; the factors' names lose their ``.nora_delta.default``)."""
+    import hashlib
+
+    from nora.experiments.llm.pretrain import pretrained_llama
+    from nora.experiments.profiles import settings
+
+    cfg = settings("06_llama_instruct", "book")
+    base, _, _ = pretrained_llama("book")
+    model = instruct.adapt(base, "nora++", 0, lora=cfg["lora"], nora_cfg=cfg["nora"])
+    assert type(model.peft_config["default"]).__name__ == "NoraPlusConfig"
+    count = nora.count_parameters(model)
+    assert (count.trainable, count.total) == (55_608, 560_280)
+    params = {n.replace(".nora_delta.default", ""): p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode())
+        digest.update(params[name].contiguous().numpy().tobytes())
+    assert digest.hexdigest() == "a6828085b4b26c59d80a83b70cb4d624f3e7d66d2086eaaefac15d656b27b548"
 
 
 # ------------------------------------------------------------------------------------ paper profile, offline
@@ -333,7 +358,8 @@ def test_accelerate_fsdp_config_parses_and_wraps_llama_layers():
     cfg = load_config_from_file(str(path))
     assert str(cfg.distributed_type).endswith("FSDP") and cfg.mixed_precision == "bf16"
     assert cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
-    assert cfg.fsdp_config["fsdp_use_orig_params"] is True and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    # FSDP2 (issue 19; tests/experiments/test_fsdp.py runs it): original parameters always, no use_orig_params
+    assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     from transformers.models.llama import modeling_llama
 
     assert hasattr(modeling_llama, cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])

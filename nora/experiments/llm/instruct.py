@@ -9,7 +9,7 @@ output directly after ``"### Response:"``; the newline, which alpaca-lora and LL
 ``adapt(base, method, ...)`` builds the two compared models from the same base:
 
 - ``"lora"``: peft LoRA on the attention and MLP projections;
-- ``"nora++"``: the same LoRA plus NoRA on every SiLU of the MLPs (``nora.apply_nora_plus``),
+- ``"nora++"``: the same LoRA plus NoRA on every SiLU of the MLPs (one peft method, ``nora.NoraPlusConfig``),
 
 and ``finetune`` trains either with one ``Trainer`` configuration (identical data order, steps,
 learning rate and schedule for both), timing each optimisation step.
@@ -134,7 +134,9 @@ def adapt(base, method: str, seed: int, *, lora: dict | None = None, nora_cfg: d
     if method == "lora":
         return get_peft_model(model, cfg)
     nora_kwargs = {"groups": 8, "rank": 3, "alpha": 6, "target": "silu", **(nora_cfg or {})}
-    return nora.apply_nora_plus(model, nora.NoraConfig(**nora_kwargs), cfg)
+    plus = nora.NoraPlusConfig(**nora_kwargs, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                               target_modules=sorted(cfg.target_modules), task_type=cfg.task_type)
+    return get_peft_model(model, plus)
 
 
 @dataclass
