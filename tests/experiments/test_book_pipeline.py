@@ -274,31 +274,6 @@ def test_record_rejects_bad_input(tmp_path: Path):
         results.record("05_x", "smoke", [1, 2], out_dir=tmp_path)
 
 
-def test_results_page_table_is_generated_from_json(tmp_path: Path):
-    (tmp_path / "book").mkdir()
-    page = tmp_path / "book" / "results.md"
-    page.write_text(f"# R\n\n{book.RESULTS_BEGIN}\nold\n{book.RESULTS_END}\n\ntail\n")
-    results.record("07_demo", "book", {"acc": 0.912345, "params": 20236}, out_dir=tmp_path / "results", paper={"acc": 0.9088})
-    results.record("07_demo", "paper", {"acc": 0.9}, out_dir=tmp_path / "results")
-    stored = tmp_path / "results" / "book" / "07_demo.json"
-    data = json.loads(stored.read_text())
-    stored.write_text(json.dumps({**data, "_run": {"digest": "x", "wall_seconds": 3.0}, "_parameters": {"epochs": 6}}))
-    assert results.load_all("book", out_dir=tmp_path / "results")["07_demo"] == {"values": data["values"], "paper": data["paper"]}
-    assert book.write_results_page(tmp_path)
-    text = page.read_text()
-    assert "old" not in text and text.endswith("tail\n")
-    assert "| 07_demo | `acc` | 0.9088 | 0.9123 | 0.9 |" in text
-    assert "| 07_demo | `params` | — | 20,236 | — |" in text
-
-
-def test_results_page_needs_its_markers(tmp_path: Path):
-    (tmp_path / "book").mkdir()
-    assert not book.write_results_page(tmp_path)  # no page
-    (tmp_path / "book" / "results.md").write_text("# R\n\nhand-written, no markers\n")
-    assert not book.write_results_page(tmp_path)
-    assert (tmp_path / "book" / "results.md").read_text() == "# R\n\nhand-written, no markers\n"
-
-
 def test_mathjax_vendoring_is_a_no_op_once_done_and_names_npm_when_missing(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(book.shutil, "which", lambda name: None)  # no npm on this "machine"
     with pytest.raises(RuntimeError, match="npm"):
