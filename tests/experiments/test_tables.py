@@ -102,3 +102,23 @@ def test_mean_std_and_splitting_an_aggregate():
     assert means.loc["a", "acc"] == 2.0 and stds.loc["b", "acc"] == 0.0
     with pytest.raises(ValueError, match="statistic"):
         tables.mean_std_frames(runs)
+
+
+def test_tradeoff_plots_each_method_on_a_log_parameter_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nora.experiments.figures import tradeoff
+
+    fig, ax = plt.subplots()
+    params = {"Full": 2_686_292, "LoRA": 40_724, "NoRA": 4_328}
+    tradeoff(ax, params, {"Full": 81.56, "LoRA": 73.82, "NoRA": 58.72, "VPT": 60.9},
+             {"Full": 1.45, "LoRA": 1.19, "NoRA": 0.98}, title="ours")
+    assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("trainable parameters") and "%" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.texts] == ["Full", "LoRA", "NoRA"]  # VPT has no count: left out
+    assert len(ax.containers) == 1 and len(ax.containers[0].lines[2][0].get_segments()) == 3  # one error bar each
+    with pytest.raises(ValueError, match="positive"):
+        tradeoff(ax, {"Full": 0}, {"Full": 1.0})
+    plt.close(fig)
