@@ -73,7 +73,7 @@ def ledger_table(rows: list[tuple[Claim, Outcome]], *, link_prefix: str | None =
     ``wide`` puts it in the theme's ``full-width`` box (a page's own width plus the margin); a
     notebook output cannot widen itself that way: tag its cell ``full-width`` instead.
     """
-    widths = ("27%", "15%", "24%", "11%", "23%") if link_prefix is None else ("22%", "13%", "22%", "10%", "20%", "13%")
+    widths = ("27%", "15%", "24%", "11%", "23%") if link_prefix is None else ("21%", "13%", "22%", "11%", "20%", "13%")
     heads = ("Claim", "Paper", "Ours", "Verdict", "Criterion") + (() if link_prefix is None else ("Shown in",))
     out = [STYLE, '<div class="full-width">' if wide else "<div>", '<table class="nora-ledger">']
     if caption:
