@@ -1,10 +1,17 @@
-"""The generated glyph source (nora.experiments.data.glyphs)."""
+"""The generated glyph source (nora.experiments.data.glyphs) and the sharded ``glyphs`` backbone (nora.experiments.glyph_backbone)."""
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("HersheyFonts")
 
+from nora.experiments import backbone, glyph_backbone  # noqa: E402
 from nora.experiments.data import glyphs  # noqa: E402
 from nora.experiments.data.glyphs import GlyphConfig, GlyphSource, class_table, glyph_batch, heldout_set  # noqa: E402
 
@@ -18,7 +25,7 @@ def test_default_source_has_127_classes_and_no_digit_glyph():
     table = class_table(glyphs.DEFAULT_GROUPS)
     counts = {g: sum(1 for _, group, _ in table if group == g) for g in glyphs.DEFAULT_GROUPS}
     assert counts == {"latin": 42, "greek": 25, "cyrillic": 11, "symbols": 19, "math": 20, "markers": 10}
-    assert len(table) == 127
+    assert len(table) == 127 == backbone.SPECS["glyphs"].source_classes
     names = [name for name, _, _ in table]
     assert len(set(names)) == len(names)
     assert not any(ch.isdigit() for name in names for ch in name)
@@ -84,3 +91,72 @@ def test_heldout_sets_are_prefixes_of_each_other_and_differ_from_training():
 def test_rendering_is_much_faster_than_training():
     rate = glyphs.render_speed(batch=128, batches=2)
     assert rate > 500  # images per CPU-second on one thread (about 3,000 measured; a ViT-Tiny step takes ~100)
+
+
+# ------------------------------------------------------------------------------- the backbone
+
+TINY = glyph_backbone.GlyphPretrainConfig(steps=4, batch_size=8, warmup_steps=1, test_images=32, eval_every=2,
+                                          max_shard_bytes=300_000)
+
+
+def tiny_spec():
+    return dataclasses.replace(backbone.SPECS["glyphs"], profile="glyphs-tiny", depth=1, pretrain=TINY)
+
+
+def test_pretrain_writes_sharded_fp16_checkpoint_with_provenance_and_loads_it(tmp_path: Path):
+    spec = tiny_spec()
+    prov = glyph_backbone.pretrain(spec, tmp_path, progress=False)
+    index = json.loads((tmp_path / glyph_backbone.INDEX_NAME).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert all((tmp_path / s).stat().st_size <= 300_000 for s in shards)
+    assert index["metadata"]["total_size"] == 2 * prov["parameters"]  # float16
+    assert set(prov["files"]) == set(shards) | {glyph_backbone.INDEX_NAME}
+    assert prov["spec"]["pretrain"]["seed"] == 0 and prov["spec"]["pretrain"]["steps"] == 4
+    assert prov["images_seen"] == 32 and prov["cpu_seconds"] > 0 and len(prov["curve"]) == 2
+    assert 0 <= prov["source_test_accuracy"] <= 100
+    state = glyph_backbone.load_state(spec, tmp_path)
+    model = glyph_backbone._create(spec, spec.source_classes, seed=1)
+    model.load_state_dict(state)
+    assert state["head.weight"].dtype == torch.float32 and state["head.weight"].shape == (127, 192)
+    # a changed spec, a corrupted shard: refused
+    with pytest.raises(ValueError, match="different backbone spec"):
+        glyph_backbone.load_state(dataclasses.replace(spec, depth=2), tmp_path)
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path, bad, ignore=shutil.ignore_patterns("bad"))
+    raw = bytearray((bad / shards[-1]).read_bytes())
+    raw[-1] ^= 0xFF
+    (bad / shards[-1]).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="SHA-256"):
+        glyph_backbone.load_state(spec, bad)
+
+
+def test_shipped_glyphs_checkpoint_checks_out_on_a_held_out_prefix():
+    """The packaged checkpoint: shards <= 10 MB, SHA-256 checked on load, held-out accuracy as recorded (< 10 s)."""
+    t0 = time.perf_counter()
+    spec = backbone.SPECS["glyphs"]
+    folder = glyph_backbone.checkpoint_dir(spec)
+    assert folder == glyph_backbone.SHIPPED_DIR / "vit-glyphs", "the glyphs checkpoint must ship with the package"
+    prov = glyph_backbone.read_provenance(folder)
+    assert prov["spec"]["depth"] == 12 and prov["threads"] == 1
+    for name, digest in prov["files"].items():
+        assert (folder / name).stat().st_size <= 10_000_000
+        assert glyph_backbone._sha256(folder / name) == digest
+    assert glyph_backbone.RECORDED["glyphs"] == prov["files"]
+    model = backbone.pretrained_vit("glyphs")  # checks every SHA-256 and the spec
+    assert len(model.blocks) == 12 and model.embed_dim == 192 and model.head.out_features == 127
+    n = glyphs.HELDOUT_CHUNK
+    x, y = heldout_set(spec.pretrain.source, n, spec.pretrain.seed)
+    acc = glyph_backbone.source_accuracy(model, x, y)
+    assert acc == pytest.approx(prov[f"source_test_accuracy_first_{n}"], abs=1.0)
+    assert acc > 60  # chance is 0.8 %
+    assert time.perf_counter() - t0 < 10
+
+
+def test_pretrained_vit_gives_the_glyphs_backbone_a_fresh_head_and_the_cli_knows_it(capsys):
+    model = backbone.pretrained_vit("glyphs", num_classes=20, seed=2)
+    assert model.head.out_features == 20
+    assert backbone.create_vit("glyphs", 10).patch_embed.proj.kernel_size == (4, 4)
+    assert backbone.main(["info", "--spec", "glyphs"]) == 0
+    out = capsys.readouterr().out
+    assert "vit-glyphs" in out and "source_test_accuracy" in out
