@@ -160,3 +160,27 @@ def test_pretrained_vit_gives_the_glyphs_backbone_a_fresh_head_and_the_cli_knows
     assert backbone.main(["info", "--spec", "glyphs"]) == 0
     out = capsys.readouterr().out
     assert "vit-glyphs" in out and "source_test_accuracy" in out
+
+
+# ------------------------------------------------------------------------------- harder easy-task candidates
+
+
+def test_few_shot_digit_tasks_keep_the_rest_for_test_and_mnist10_avoids_mnist20s_images():
+    import numpy as np
+
+    from nora.experiments.data.digits import digits10_few, mnist10_few, mnist20
+    from nora.experiments.data.tasks import dataset_labels
+
+    few = digits10_few(per_class=20)
+    assert (few.name, len(few.train), len(few.test)) == ("digits10-20shot", 200, 1597)
+    assert np.bincount(dataset_labels(few.train)).tolist() == [20] * 10
+    m10 = mnist10_few(per_class=20)
+    assert (m10.name, len(m10.train), len(m10.test)) == ("mnist10-20shot", 200, 2600)
+    hard = mnist20()
+    theirs = torch.cat([hard.train.tensors[0], hard.test.tensors[0]]).flatten(1)
+    ours = torch.cat([m10.train.tensors[0], m10.test.tensors[0]]).flatten(1)
+    assert float(torch.cdist(ours, theirs).min()) > 0.5  # no image of mnist20 is reused
+    with pytest.raises(ValueError, match="per_class"):
+        mnist10_few(per_class=0)
+    with pytest.raises(ValueError, match="per_class"):
+        digits10_few(per_class=171)
