@@ -23,6 +23,7 @@ Shared by the chapters:
     data/           the generated source task, the embedded digits tasks, real CIFAR loaders
     train.py        the seeded training loop (AdamW, cosine schedule, per-epoch curves)
     backbone.py     the pre-trained ViT of each profile and its pre-training (``python -m``)
+    glyph_backbone.py  the 12-block ``glyphs`` backbone: stream pre-training, sharded checkpoint
     methods.py      every fine-tuning method the vision chapters compare, by name (build_method)
     llm/            generated corpus and MMLU-format benchmark, tokenizer, tiny LLaMA pre-training,
                     instruction tuning, hub sources, 5-shot MMLU, generated dialogues

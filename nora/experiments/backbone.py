@@ -11,6 +11,12 @@
   (5.4 MB), small enough to ship with the package (``nora/experiments/checkpoints/``) with its provenance;
   its SHA-256 is recorded in ``RECORDED_SHA256`` and checked on load.
 - ``smoke``: 2 blocks, pre-trained in seconds on a few thousand generated images, cached.
+- ``glyphs`` (a backbone name, not a profile; issue 16): ViT-Tiny's full shape (**12 blocks**, width
+  192, 3 heads, MLP 768) at 16 px with patch 4, pre-trained on the 127-class generated glyph source
+  of :mod:`nora.experiments.data.glyphs` (Hershey stroke fonts, heavy augmentation, no digits), shipped as
+  float16 safetensors shards under 10 MB each with its provenance (``nora/experiments/checkpoints/vit-glyphs/``,
+  see :mod:`nora.experiments.glyph_backbone`); ``pretrained_vit("glyphs", num_classes)``.  Re-made by
+  ``python -m nora.experiments.backbone pretrain --spec glyphs --out nora/experiments/checkpoints/vit-glyphs``.
 
 Reproduce the book checkpoint (1,126 CPU-seconds at one thread, i.e. about 10-20 minutes on an
 idle 2-core machine; 45 minutes on the shared one it was made on; same seed, same script)::
@@ -42,6 +48,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from nora.experiments.glyph_backbone import GlyphPretrainConfig
 
 __all__ = [
     "CACHE_ENV",
@@ -110,10 +118,18 @@ SPECS: dict[str, BackboneSpec] = {
                           "nora.data.synthetic: 24 generated shape/stroke/texture classes", 24,
                           PretrainConfig(images=4_096, test_images=480, epochs=2, batch_size=64, lr=1e-3,
                                          weight_decay=0.05, warmup_epochs=0.2, seed=0)),
+    # ViT-Tiny's full shape (12 blocks) pre-trained on the generated Hershey-font glyphs (nora.experiments.data.glyphs,
+    # nora.experiments.glyph_backbone); a backbone name, not a profile: pretrained_vit("glyphs", ...).  Its
+    # ``source`` names the module path it was pre-trained from (nora.data, before the move), like the book's.
+    "glyphs": BackboneSpec("glyphs", "vit_tiny_patch16_224", 16, 4, 12,
+                           "nora.data.glyphs: 127 classes of Hershey-font glyphs (no digits), drawn on the fly", 127,
+                           GlyphPretrainConfig()),
 }
 
 
 def _spec(profile: str) -> BackboneSpec:
+    if isinstance(profile, str) and profile in SPECS:  # a profile's backbone, or a backbone by name ("glyphs")
+        return SPECS[profile]
     from nora.experiments.profiles import resolve_profile
 
     return SPECS[resolve_profile(profile)]
@@ -132,6 +148,10 @@ def checkpoint_path(profile: str) -> Path | None:
     spec = _spec(profile)
     if spec.pretrain is None:
         return None
+    if isinstance(spec.pretrain, GlyphPretrainConfig):  # a sharded checkpoint: its index file
+        from nora.experiments.glyph_backbone import INDEX_NAME, checkpoint_dir
+
+        return checkpoint_dir(spec) / INDEX_NAME
     shipped = SHIPPED_DIR / _file_name(spec.profile)
     if shipped.is_file():
         return shipped
@@ -149,6 +169,11 @@ def sha256(path: Path) -> str:
 def load_manifest(profile: str) -> dict | None:
     """The provenance JSON next to the profile's checkpoint (None if there is none yet)."""
     path = checkpoint_path(profile)
+    if path is not None and isinstance(_spec(profile).pretrain, GlyphPretrainConfig):
+        from nora.experiments.glyph_backbone import PROVENANCE_NAME
+
+        path = path.parent / PROVENANCE_NAME
+        return json.loads(path.read_text()) if path.is_file() else None
     if path is None or not path.with_suffix(".json").is_file():
         return None
     return json.loads(path.with_suffix(".json").read_text())
@@ -230,6 +255,14 @@ def pretrained_vit(profile: str, num_classes: int | None = None, *, seed: int = 
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     if spec.profile == "paper" or not weights:
         model = create_vit(spec.profile, None, seed=seed, pretrained=weights)
+    elif isinstance(spec.pretrain, GlyphPretrainConfig):
+        from nora.experiments import glyph_backbone
+
+        folder = glyph_backbone.checkpoint_dir(spec)
+        if not (folder / glyph_backbone.PROVENANCE_NAME).is_file():
+            glyph_backbone.pretrain(spec, folder, progress=progress)
+        model = create_vit(spec.profile, None, seed=seed)
+        model.load_state_dict(glyph_backbone.load_state(spec, folder))
     else:
         path = checkpoint_path(spec.profile)
         if not path.is_file() or (path.parent != SHIPPED_DIR and not _same_spec(spec.profile, path)):
@@ -338,9 +371,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default: ${CACHE_ENV}/backbones)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the setting that re-made the recorded bytes)")
+    p.add_argument("--spec", default=None, choices=("glyphs",),
+                   help="pre-train a backbone by name instead (sharded checkpoint, see nora.experiments.glyph_backbone)")
     i = sub.add_parser("info", help="where the profile's checkpoint is, and its provenance")
     i.add_argument("--profile", default="book", choices=("smoke", "book"))
+    i.add_argument("--spec", default=None, choices=("glyphs",), help="a backbone by name instead of a profile's")
     args = parser.parse_args(argv)
+    if args.spec is not None:
+        args.profile = args.spec
+    if args.command == "pretrain" and args.spec is not None:
+        from nora.experiments.glyph_backbone import pretrain as pretrain_glyphs
+
+        manifest = pretrain_glyphs(SPECS[args.spec], args.out, threads=args.threads)
+        print(json.dumps({k: v for k, v in manifest.items() if k != "curve"}, indent=1, sort_keys=True,
+                         ensure_ascii=False))
+        return 0
     if args.command == "pretrain":
         manifest = pretrain(args.profile, args.out, threads=args.threads)
         print(json.dumps(manifest, indent=1, sort_keys=True))

