@@ -159,11 +159,9 @@ def checkpoint_path(profile: str) -> Path | None:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_manifest(profile: str) -> dict | None:
