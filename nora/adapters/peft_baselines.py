@@ -44,9 +44,11 @@ from nora.inject import resolve_modules, unwrap
 __all__ = [
     "BASELINE_FILE",
     "FullFinetuneConfig",
+    "LinearProbeConfig",
     "LoraBaselineConfig",
     "SplitQKV",
     "apply_full_finetune",
+    "apply_linear_probe",
     "apply_lora_baseline",
     "load_lora_baseline",
     "prepare_base",
@@ -353,5 +355,32 @@ def apply_full_finetune(model: nn.Module, config: FullFinetuneConfig | None = No
     model.requires_grad_(True)
     for name in frozen:
         model.get_submodule(name).requires_grad_(False)
+    return model
+
+
+@dataclass
+class LinearProbeConfig(BaseConfig):
+    """Only the ``trainable`` modules (the new head) train; the backbone stays frozen: the head-only probe."""
+
+    trainable: tuple[str, ...] = ("head",)
+
+    def validate(self) -> None:
+        if isinstance(self.trainable, str):
+            self.trainable = (self.trainable,)
+        self.trainable = tuple(self.trainable)
+        if not self.trainable or any(not isinstance(t, str) or not t for t in self.trainable):
+            raise ValueError(f"trainable must be a non-empty tuple of module names or regexes, got {self.trainable!r}")
+
+
+def apply_linear_probe(model: nn.Module, config: LinearProbeConfig | None = None) -> nn.Module:
+    """Freeze every parameter but those of the ``trainable`` modules: what the frozen features alone give."""
+    config = LinearProbeConfig() if config is None else config
+    if not isinstance(config, LinearProbeConfig):
+        raise TypeError(f"config must be a LinearProbeConfig, got {type(config).__name__}")
+    config.validate()
+    trainable = resolve_modules(model, config.trainable, "trainable")
+    model.requires_grad_(False)
+    for name in trainable:
+        model.get_submodule(name).requires_grad_(True)
     return model
 

@@ -2,26 +2,27 @@
 
 - ``paper``: timm's ``vit_tiny_patch16_224.augreg_in21k_ft_in1k`` (ImageNet-21k, fine-tuned on
   ImageNet-1k; 12 blocks, width 192, 3 heads, 224 px, patch 16), weights from the Hugging Face hub.
-- ``book``: the same architecture at **16 px with patch 4** (16 patches + the class token) and **6 of
-  ViT-Tiny's 12 blocks** -- half the depth, because the book profile's budget (every chapter in
-  about 40 minutes on 2 CPU cores) does not fit 12 -- pre-trained by :func:`pretrain` on the
+- ``book``: the ``glyphs`` backbone below (since issue 16).
+- ``shapes`` (the book profile's backbone before issue 16, now the far-transfer contrast of chapter
+  04): the same architecture at **16 px with patch 4** (16 patches + the class token) and **6 of
+  ViT-Tiny's 12 blocks**, pre-trained by :func:`pretrain` on the
   generated 24-class shapes/strokes/textures task of :mod:`nora.experiments.data.synthetic` (the stand-in
   for ImageNet: the downstream digits never enter it): 60,000 images, 6 epochs, 41.6 % accuracy
   on 2,400 held-out generated images (chance 4.2 %).  The checkpoint is stored in float16
   (5.4 MB), small enough to ship with the package (``nora/experiments/checkpoints/``) with its provenance;
   its SHA-256 is recorded in ``RECORDED_SHA256`` and checked on load.
 - ``smoke``: 2 blocks, pre-trained in seconds on a few thousand generated images, cached.
-- ``glyphs`` (a backbone name, not a profile; issue 16): ViT-Tiny's full shape (**12 blocks**, width
+- ``glyphs`` (the ``book`` profile's backbone; issue 16): ViT-Tiny's full shape (**12 blocks**, width
   192, 3 heads, MLP 768) at 16 px with patch 4, pre-trained on the 127-class generated glyph source
   of :mod:`nora.experiments.data.glyphs` (Hershey stroke fonts, heavy augmentation, no digits), shipped as
   float16 safetensors shards under 10 MB each with its provenance (``nora/experiments/checkpoints/vit-glyphs/``,
   see :mod:`nora.experiments.glyph_backbone`); ``pretrained_vit("glyphs", num_classes)``.  Re-made by
   ``python -m nora.experiments.backbone pretrain --spec glyphs --out nora/experiments/checkpoints/vit-glyphs``.
 
-Reproduce the book checkpoint (1,126 CPU-seconds at one thread, i.e. about 10-20 minutes on an
+Reproduce the shapes checkpoint (1,126 CPU-seconds at one thread, i.e. about 10-20 minutes on an
 idle 2-core machine; 45 minutes on the shared one it was made on; same seed, same script)::
 
-    python -m nora.experiments.backbone pretrain --profile book --out nora/experiments/checkpoints
+    python -m nora.experiments.backbone pretrain --spec shapes --out nora/experiments/checkpoints
 
 Without a shipped checkpoint, ``pretrained_vit`` pre-trains on first use and caches the result in
 ``$NORA_CACHE`` (default ``~/.cache/nora``)/backbones.  Floating-point sums differ across CPUs,
@@ -56,6 +57,7 @@ __all__ = [
     "RECORDED_SHA256",
     "SPECS",
     "BackboneSpec",
+    "backbone_spec",
     "PretrainConfig",
     "checkpoint_path",
     "create_vit",
@@ -68,7 +70,7 @@ CACHE_ENV = "NORA_CACHE"
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 # SHA-256 of the float16 safetensors file `python -m nora.experiments.backbone pretrain --profile book` wrote
 # for the committed notebooks (see nora/experiments/checkpoints/vit-book.json for its provenance).
-RECORDED_SHA256 = {"book": "7a276f1d9e87925508e904ae7e2a9218bcd61203867fdc6696d7883dcad3b8d2"}
+RECORDED_SHA256 = {"shapes": "7a276f1d9e87925508e904ae7e2a9218bcd61203867fdc6696d7883dcad3b8d2"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class BackboneSpec:
 SPECS: dict[str, BackboneSpec] = {
     "paper": BackboneSpec("paper", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", 224, 16, 12,
                           "ImageNet-21k -> ImageNet-1k (timm hub weights)", 1000),
-    "book": BackboneSpec("book", "vit_tiny_patch16_224", 16, 4, 6,
+    "shapes": BackboneSpec("book", "vit_tiny_patch16_224", 16, 4, 6,
                          "nora.data.synthetic: 24 generated shape/stroke/texture classes", 24,
                          PretrainConfig(images=60_000, test_images=2_400, epochs=6, batch_size=64, lr=1e-3,
                                         weight_decay=0.05, warmup_epochs=0.5, seed=0)),
@@ -125,6 +127,9 @@ SPECS: dict[str, BackboneSpec] = {
                            "nora.data.glyphs: 127 classes of Hershey-font glyphs (no digits), drawn on the fly", 127,
                            GlyphPretrainConfig()),
 }
+# The book profile's backbone is the glyph one (issue 16); the 6-block shapes backbone it replaced stays
+# as "shapes" (its spec still says profile "book": that is what its shipped provenance file records).
+SPECS["book"] = SPECS["glyphs"]
 
 
 def _spec(profile: str) -> BackboneSpec:
@@ -133,6 +138,19 @@ def _spec(profile: str) -> BackboneSpec:
     from nora.experiments.profiles import resolve_profile
 
     return SPECS[resolve_profile(profile)]
+
+
+def backbone_spec(profile: str | None) -> BackboneSpec:
+    """The spec of a profile's backbone (``book`` -> ``glyphs``) or of a backbone by name (``shapes``, ``glyphs``)."""
+    return _spec(profile)
+
+
+def _key(spec: BackboneSpec) -> str:
+    """The name under which ``spec`` is in SPECS (its backbone name: ``shapes`` for the old book backbone)."""
+    names = [name for name, s in SPECS.items() if s is spec]
+    if not names:
+        raise ValueError(f"backbone spec {spec.profile!r} is not in SPECS")
+    return next((n for n in names if n == spec.profile), names[0])
 
 
 def _cache_dir() -> Path:
@@ -152,7 +170,7 @@ def checkpoint_path(profile: str) -> Path | None:
         from nora.experiments.glyph_backbone import INDEX_NAME, checkpoint_dir
 
         return checkpoint_dir(spec) / INDEX_NAME
-    shipped = SHIPPED_DIR / _file_name(spec.profile)
+    shipped = SHIPPED_DIR / _file_name(spec.profile)  # file names keep the spec's profile: vit-book.safetensors
     if shipped.is_file():
         return shipped
     return _cache_dir() / _file_name(spec.profile)
@@ -216,7 +234,7 @@ def _same_spec(profile: str, path: Path) -> bool:
     manifest_path = path.with_suffix(".json")
     if not manifest_path.is_file():
         return False
-    return json.loads(manifest_path.read_text()).get("spec") == json.loads(json.dumps(asdict(SPECS[profile])))
+    return json.loads(manifest_path.read_text()).get("spec") == json.loads(json.dumps(asdict(_spec(profile))))
 
 
 def _verify(profile: str, path: Path) -> None:
@@ -229,11 +247,11 @@ def _verify(profile: str, path: Path) -> None:
     if manifest.get("sha256") != digest:
         raise ValueError(f"checkpoint {path}: SHA-256 {digest} does not match its manifest ({manifest.get('sha256')}); "
                          "the file is corrupted or was replaced")
-    spec = asdict(SPECS[profile])
+    spec = asdict(_spec(profile))
     if manifest.get("spec") != json.loads(json.dumps(spec)):
         raise ValueError(f"checkpoint {path} was made for a different backbone spec; re-run "
                          f"`python -m nora.experiments.backbone pretrain --profile {profile}`")
-    recorded = RECORDED_SHA256.get(profile)
+    recorded = RECORDED_SHA256.get(_key(_spec(profile)))
     if recorded is not None and digest != recorded:
         warnings.warn(f"the {profile} backbone at {path} (SHA-256 {digest[:12]}...) is not the recorded one "
                       f"({recorded[:12]}...): it was re-made on this machine, numbers may differ slightly "
@@ -251,22 +269,23 @@ def pretrained_vit(profile: str, num_classes: int | None = None, *, seed: int = 
     spec = _spec(profile)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    key = _key(spec)
     if spec.profile == "paper" or not weights:
-        model = create_vit(spec.profile, None, seed=seed, pretrained=weights)
+        model = create_vit(key, None, seed=seed, pretrained=weights)
     elif isinstance(spec.pretrain, GlyphPretrainConfig):
         from nora.experiments import glyph_backbone
 
         folder = glyph_backbone.checkpoint_dir(spec)
         if not (folder / glyph_backbone.PROVENANCE_NAME).is_file():
             glyph_backbone.pretrain(spec, folder, progress=progress)
-        model = create_vit(spec.profile, None, seed=seed)
+        model = create_vit(key, None, seed=seed)
         model.load_state_dict(glyph_backbone.load_state(spec, folder))
     else:
-        path = checkpoint_path(spec.profile)
-        if not path.is_file() or (path.parent != SHIPPED_DIR and not _same_spec(spec.profile, path)):
-            pretrain(spec.profile, out=path.parent, progress=progress)
-        _verify(spec.profile, path)
-        model = create_vit(spec.profile, None, seed=seed)
+        path = checkpoint_path(key)
+        if not path.is_file() or (path.parent != SHIPPED_DIR and not _same_spec(key, path)):
+            pretrain(key, out=path.parent, progress=progress)
+        _verify(key, path)
+        model = create_vit(key, None, seed=seed)
         model.load_state_dict(_read_weights(str(path), path.stat().st_mtime))
     if num_classes is not None:
         _fresh_head(model, num_classes, seed)
@@ -321,9 +340,10 @@ def _pretrain(profile: str, out: str | Path | None, progress: bool) -> dict:
     out_dir = Path(out) if out is not None else _cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    task = source_task(spec.profile)
+    key = _key(spec)
+    task = source_task(key)
     data_seconds = time.perf_counter() - t0
-    model = create_vit(spec.profile, None, seed=cfg.seed)
+    model = create_vit(key, None, seed=cfg.seed)
     result = train(model, task.train, task.test,
                    TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                warmup_epochs=cfg.warmup_epochs, eval_every=cfg.epochs),
@@ -337,12 +357,12 @@ def _pretrain(profile: str, out: str | Path | None, progress: bool) -> dict:
     # accuracy of the weights as stored (float16), on the held-out generated images
     from nora.experiments.train import evaluate
 
-    stored = create_vit(spec.profile, None, seed=cfg.seed)
+    stored = create_vit(key, None, seed=cfg.seed)
     stored.load_state_dict({k: v.float() for k, v in state.items()})
     manifest = {
         "profile": spec.profile,
         "spec": json.loads(json.dumps(asdict(spec))),
-        "command": f"python -m nora.experiments.backbone pretrain --profile {spec.profile}",
+        "command": f"python -m nora.experiments.backbone pretrain --spec {key}",
         "sha256": sha256(path),
         "bytes": path.stat().st_size,
         "parameters": sum(v.numel() for v in state.values()),
@@ -360,6 +380,9 @@ def _pretrain(profile: str, out: str | Path | None, progress: bool) -> dict:
     return manifest
 
 
+_NAMES = ("glyphs", "shapes", "smoke")  # the backbones pre-trained here
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m nora.experiments.backbone pretrain|info --profile book``."""
     parser = argparse.ArgumentParser(prog="python -m nora.experiments.backbone", description=__doc__.split("\n\n")[0])
@@ -369,18 +392,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default: ${CACHE_ENV}/backbones)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the setting that re-made the recorded bytes)")
-    p.add_argument("--spec", default=None, choices=("glyphs",),
-                   help="pre-train a backbone by name instead (sharded checkpoint, see nora.experiments.glyph_backbone)")
+    p.add_argument("--spec", default=None, choices=_NAMES,
+                   help="a backbone by name instead of a profile's (glyphs: sharded, see nora.experiments.glyph_backbone)")
     i = sub.add_parser("info", help="where the profile's checkpoint is, and its provenance")
     i.add_argument("--profile", default="book", choices=("smoke", "book"))
-    i.add_argument("--spec", default=None, choices=("glyphs",), help="a backbone by name instead of a profile's")
+    i.add_argument("--spec", default=None, choices=_NAMES, help="a backbone by name instead of a profile's")
     args = parser.parse_args(argv)
     if args.spec is not None:
         args.profile = args.spec
-    if args.command == "pretrain" and args.spec is not None:
+    spec = _spec(args.profile)
+    if args.command == "pretrain" and isinstance(spec.pretrain, GlyphPretrainConfig):
         from nora.experiments.glyph_backbone import pretrain as pretrain_glyphs
 
-        manifest = pretrain_glyphs(SPECS[args.spec], args.out, threads=args.threads)
+        manifest = pretrain_glyphs(spec, args.out, threads=args.threads)
         print(json.dumps({k: v for k, v in manifest.items() if k != "curve"}, indent=1, sort_keys=True,
                          ensure_ascii=False))
         return 0

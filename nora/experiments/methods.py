@@ -3,7 +3,7 @@
 Defaults follow the paper's Appendix C.1 where it states them; where it does not, the choice is
 ours and said here.  Every method trains the classification head (``trainable=("head",)``).
 
-- ``full``: every parameter.
+- ``full``: every parameter.  ``probe``: the head alone on the frozen backbone (what the features give).
 - ``vpt``: VPT-shallow, 10 prompt tokens (C.1).
 - ``adapter``: bottleneck width 48 after each block's MLP ("between each transformer block", C.1);
   Houlsby's two per block: ``positions=("attn", "mlp")``.
@@ -43,7 +43,7 @@ from torch import nn
 
 __all__ = ["METHODS", "build_method", "method_config"]
 
-METHODS = ("full", "vpt", "adapter", "lora", "qlora", "dora", "prelu", "arelu", "elu", "nora", "nora++", "loran")
+METHODS = ("full", "probe", "vpt", "adapter", "lora", "qlora", "dora", "prelu", "arelu", "elu", "nora", "nora++", "loran")
 
 _LORA = dict(rank=8, alpha=16.0, dropout=0.0, targets=("q", "v"), trainable=("head",))
 _LORAN = dict(rank=8, alpha=16.0, targets=("attn.qkv",), activation="sinter", trainable=("head",))
@@ -73,6 +73,10 @@ def method_config(name: str, **overrides: Any) -> Any:
         from nora.adapters.peft_baselines import FullFinetuneConfig
 
         return _make(FullFinetuneConfig, {}, overrides, name)
+    if name == "probe":
+        from nora.adapters.peft_baselines import LinearProbeConfig
+
+        return _make(LinearProbeConfig, {}, overrides, name)
     if name == "vpt":
         from nora.adapters.prompts import VPTConfig
 
@@ -121,6 +125,10 @@ def build_method(name: str, model: nn.Module, **overrides: Any) -> nn.Module:
         from nora.adapters.peft_baselines import apply_full_finetune
 
         return apply_full_finetune(model, config)
+    if name == "probe":
+        from nora.adapters.peft_baselines import apply_linear_probe
+
+        return apply_linear_probe(model, config)
     if name == "vpt":
         from nora.adapters.prompts import apply_vpt
 

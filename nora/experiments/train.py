@@ -4,7 +4,9 @@
     result.accuracy, result.test_curve, result.train_curve, result.train_seconds
 
 Only parameters with ``requires_grad`` are optimised (the methods in ``nora.experiments.methods`` decide which
-ones), all with the same learning rate and decoupled weight decay (AdamW).  The learning rate
+ones), all with the same learning rate and decoupled weight decay (AdamW), except that
+``head_lr`` (when set) gives the classification head (parameters under a module named ``head``) a
+rate of its own, on the same schedule: NoRA's coefficients and its head want different rates.  The learning rate
 follows a linear warm-up (``warmup_epochs``, may be fractional; 0 = none) and then a cosine decay
 to ``min_lr`` over all steps, updated every step.  The train curve is the running accuracy over
 each epoch's batches (model in train mode, as the batches go by: no extra pass); the test curve is
@@ -51,6 +53,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     num_workers: int = 0
     grad_clip: float | None = None
+    head_lr: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -71,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
         if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0):
             raise ValueError(f"grad_clip must be None or a positive number, got {self.grad_clip!r}")
+        if self.head_lr is not None and (not isinstance(self.head_lr, (int, float)) or isinstance(self.head_lr, bool)
+                                         or not math.isfinite(self.head_lr) or self.head_lr <= 0):
+            raise ValueError(f"head_lr must be None or a finite number > 0, got {self.head_lr!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be a bool, got {self.amp!r}")
         if not isinstance(self.device, str) or not self.device:
@@ -136,6 +142,18 @@ def _lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _param_groups(named: list[tuple[str, nn.Parameter]], config: TrainConfig) -> list[dict[str, Any]]:
+    """One group at ``lr``, or two when ``head_lr`` is set: the head's parameters at ``head_lr``, the rest at ``lr``."""
+    if config.head_lr is None:
+        return [{"params": [p for _, p in named], "peak_lr": config.lr}]
+    head = [p for n, p in named if "head" in n.split(".")]
+    rest = [p for n, p in named if "head" not in n.split(".")]
+    if not head:
+        raise ValueError("head_lr is set but the model has no trainable parameter under a module named 'head'")
+    groups = [{"params": head, "lr": config.head_lr, "peak_lr": config.head_lr}]
+    return groups + ([{"params": rest, "peak_lr": config.lr}] if rest else [])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | None = None) -> float:
     """Top-1 accuracy (%) of ``model`` on ``data`` (a Dataset of (image, label) or a DataLoader)."""
@@ -170,7 +188,8 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset | None, conf
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     if not params:
         raise ValueError("model has no trainable parameters (requires_grad is False everywhere)")
     if len(train_data) == 0:
@@ -181,7 +200,7 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset | None, conf
     loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen,
                         num_workers=config.num_workers, drop_last=False)
     model.to(config.device)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(named, config), lr=config.lr, weight_decay=config.weight_decay)
     ctx, scaler = _autocast(config)
     total_steps = config.epochs * len(loader)
     warmup = int(round(config.warmup_epochs * len(loader)))
@@ -198,8 +217,9 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset | None, conf
         loss_sum = 0.0
         for images, labels in loader:
             images, labels = images.to(config.device), labels.to(config.device)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, warmup, config)
+            rate = _lr_at(step, total_steps, warmup, config)
+            for group in optimizer.param_groups:  # the head's group (head_lr) on the same schedule, scaled
+                group["lr"] = rate if group["peak_lr"] == config.lr else group["peak_lr"] * rate / config.lr
             with ctx:
                 logits = model(images)
                 loss = nn.functional.cross_entropy(logits.float(), labels)

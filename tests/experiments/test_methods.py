@@ -16,6 +16,7 @@ NORA_LAYER = 3 * (10 + 2 * 8)  # r (m+1+n) + 2 G r with r=3, G=8, type (5, 4)
 
 # trainable parameters of each method's default config on make_vit() (2 blocks, 10 classes)
 EXPECTED = {
+    "probe": HEAD,
     "vpt": 10 * DIM + HEAD,
     "adapter": DEPTH * (DIM * 48 + 48 + 48 * DIM + DIM) + HEAD,
     "lora": DEPTH * 2 * 8 * (DIM + DIM) + HEAD,
@@ -73,3 +74,15 @@ def test_nora_plus_overrides_go_to_their_part():
     assert nora_cfg.rank == 2 and lora_cfg.r == 4
     model = build_method("nora++", make_vit(), nora={"rank": 2}, lora={"r": 4, "target_modules": ["qkv"]})
     assert count_parameters(model).trainable == DEPTH * (2 * (10 + 16) + 4 * 4 * DIM) + HEAD
+
+
+def test_probe_trains_the_head_alone_and_leaves_the_backbone_bit_for_bit():
+    from nora.experiments.train import TrainConfig, train
+
+    model = build_method("probe", make_vit())
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("head.")}
+    data = torch.utils.data.TensorDataset(IMAGES.repeat(4, 1, 1, 1), torch.arange(8) % CLASSES)
+    train(model, data, None, TrainConfig(epochs=2, batch_size=4, lr=1e-2), seed=0)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    with pytest.raises(ValueError, match="trainable"):
+        build_method("probe", make_vit(), trainable=())

@@ -209,8 +209,10 @@ def test_a_corrupted_checkpoint_is_refused(tiny_smoke: Path, tmp_path: Path, mon
 
 
 def test_book_backbone_spec_and_paper_architecture():
-    book = backbone.SPECS["book"]
-    assert (book.img_size, book.patch_size, book.depth) == (16, 4, 6)
+    book = backbone.backbone_spec("book")   # since issue 16: the glyph backbone, ViT-Tiny's 12 blocks
+    assert book is backbone.SPECS["glyphs"] and (book.img_size, book.patch_size, book.depth) == (16, 4, 12)
+    shapes = backbone.backbone_spec("shapes")  # the first edition's backbone, the far-transfer contrast
+    assert (shapes.img_size, shapes.patch_size, shapes.depth, shapes.profile) == (16, 4, 6, "book")
     model = pretrained_vit("paper", num_classes=10, weights=False)  # random ViT-Tiny: no network
     assert len(model.blocks) == 12 and model.embed_dim == 192 and model.head.out_features == 10
     with pytest.raises(ValueError, match="num_classes"):

@@ -128,7 +128,7 @@ def test_subset_caps_each_class():
 
 def test_downstream_tasks_of_the_embedded_profiles():
     tasks = downstream_tasks("book")
-    assert list(tasks) == ["digits10", "mnist20"]
+    assert list(tasks) == ["mnist10-20shot", "mnist20"]  # digits10 saturates on the glyph backbone (issue 16)
     assert all(isinstance(t, Task) for t in tasks.values())
     with pytest.raises(ValueError, match="profile"):
         downstream_tasks("laptop")

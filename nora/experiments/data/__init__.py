@@ -19,14 +19,17 @@ from nora.experiments.data.tasks import MEAN, STD, Task, dataset_labels
 __all__ = ["MEAN", "STD", "Task", "dataset_labels", "downstream_tasks"]
 
 # The easy / hard downstream task of each profile (the paper's CIFAR-10 / CIFAR-100 roles).
-TASK_NAMES = {"smoke": ("digits10", "mnist20"), "book": ("digits10", "mnist20"), "paper": ("cifar10", "cifar100")}
+# Book and smoke: since issue 16, MNIST's ten digits with 20 training images each (digits10 saturates at
+# 99 % on the glyph backbone: it could no longer tell methods apart) and mnist20 (digit x slant).
+TASK_NAMES = {"smoke": ("mnist10-20shot", "mnist20"), "book": ("mnist10-20shot", "mnist20"),
+              "paper": ("cifar10", "cifar100")}
 
 
 def downstream_tasks(profile: str, *, root: str | Path | None = None, download: bool = False, img_size: int | None = None,
                      verify: bool = True) -> dict[str, Task]:
     """The two downstream tasks of ``profile``, easy first: {name: Task}.
 
-    ``book`` / ``smoke``: the embedded digits tasks (no file, no network).  ``paper``: CIFAR-10 and
+    ``book`` / ``smoke``: the embedded digits tasks ``mnist10-20shot`` and ``mnist20`` (no file, no network).  ``paper``: CIFAR-10 and
     CIFAR-100 under ``root`` (default ``~/.cache/nora/data``), downloaded only if ``download``.
     """
     from nora.experiments.profiles import resolve_profile
@@ -41,4 +44,4 @@ def downstream_tasks(profile: str, *, root: str | Path | None = None, download: 
     from nora.experiments.data import digits
 
     size = img_size or digits.SIZE
-    return {"digits10": digits.digits10(size), "mnist20": digits.mnist20(size)}
+    return {t.name: t for t in (digits.mnist10_few(size, per_class=20), digits.mnist20(size))}
