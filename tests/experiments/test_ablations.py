@@ -8,17 +8,20 @@ import torch
 from conftest import make_vit, same_snapshot, snapshot
 from torch.utils.data import TensorDataset
 
-from nora.experiments import backbone
+from nora.experiments import backbone, profiles
 from nora.experiments.ablations import (
     ExactBase,
     apply_exact_base_nora,
     fine_tune_with,
     fit_to_samples,
+    PROFILES,
     head_only,
+    nora_on_rationals,
     output_deviation,
     preactivations,
     replace_with_rationals,
     sample_errors,
+    source_heldout,
 )
 from nora.adapters.nora import NoraActivation
 from nora.experiments.data.tasks import Task
@@ -177,3 +180,67 @@ def test_fine_tune_with_matches_fine_tune_for_a_method_and_trains_a_probe(monkey
     assert probe.extra["trainable"] == probe.extra["head"] == 192 * 3 + 3
     with pytest.raises(TypeError, match="build"):
         fine_tune_with("nora", task, cfg, profile="smoke")
+
+
+def test_nora_on_rationals_is_replace_then_nora_in_one_picklable_builder():
+    import pickle
+    from functools import partial
+
+    gelu = make_vit()
+    names = [f"blocks.{i}.mlp.act" for i in range(2)]
+    coefficients = {names[0]: (GELU_FIT.numerator, GELU_FIT.denominator), names[1]: (np.r_[0.0, 1.0, np.zeros(4)], np.zeros(4))}
+    build = pickle.loads(pickle.dumps(partial(nora_on_rationals, coefficients=coefficients)))
+    torch.manual_seed(0)
+    ours = build(copy.deepcopy(gelu))
+    torch.manual_seed(0)
+    theirs = build_method("nora", replace_with_rationals(copy.deepcopy(gelu), coefficients), target="rational")
+    with torch.no_grad():
+        assert torch.equal(ours(IMAGES), theirs(IMAGES))
+    trainable = [{n for n, p in m.named_parameters() if p.requires_grad} for m in (ours, theirs)]
+    assert trainable[0] == trainable[1]
+    with pytest.raises(ValueError, match="target"):
+        nora_on_rationals(copy.deepcopy(gelu), coefficients, target="gelu")
+
+
+def test_source_heldout_is_the_backbones_own_held_out_source_normalised_as_in_pre_training():
+    from nora.experiments import glyph_backbone
+    from nora.experiments.data.glyphs import heldout_set
+    from nora.experiments.train import evaluate
+
+    smoke = source_heldout("smoke", 50)
+    full = backbone.source_task("smoke").test
+    assert len(smoke) == 50 and torch.equal(smoke[7][0], full[7][0]) and len(source_heldout("smoke")) == len(full)
+    spec = backbone.backbone_spec("book")                       # the glyph backbone
+    data = source_heldout("book", 64)
+    x, y = heldout_set(spec.pretrain.source, 64, spec.pretrain.seed)
+    assert len(data) == 64 and data[0][0].shape == (3, 16, 16) and torch.equal(data.tensors[1], y)
+    model = backbone.pretrained_vit("book")
+    assert evaluate(model, data) == pytest.approx(glyph_backbone.source_accuracy(model, x, y))  # the provenance's scoring
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="images"):
+            source_heldout("smoke", bad)
+    with pytest.raises(ValueError, match="hub weights"):
+        source_heldout("paper")
+
+
+def test_profiles_give_each_task_its_own_epochs_about_two_hundred_steps_in_the_book():
+    from nora.experiments.data import downstream_tasks
+
+    for name in profiles.PROFILE_NAMES:
+        cfg = profiles.settings("07_ablations", name)
+        assert set(cfg["epochs"]) == {"easy", "hard"}, name
+        assert set(cfg["lr_grid"]) == {"nora", "prelu", "arelu", "elu", "full", "const"}, name
+        assert set(cfg["both_tasks"]) == {"nora", "numerator", "denominator"}, name   # Table 5 on both tasks
+    book = profiles.settings("07_ablations", "book")
+    tasks = downstream_tasks("book")
+    easy, hard = tasks
+    sizes = {"easy": len(tasks[easy].train), "hard": len(tasks[hard].train)}
+    steps = {role: book["epochs"][role] * -(-sizes[role] // book["batch_size"]) for role in sizes}
+    assert sizes == {"easy": 200, "hard": 1200} and all(200 <= s <= 250 for s in steps.values()), steps
+    assert book["search_task"] == hard and {1, 8} <= set(book["ranks"])    # the rank claim compares r = 8 with r = 1
+    assert all(len(grid) == 4 for grid in book["lr_grid"].values())         # the same search budget per family
+    # a -p override of one task's epochs keeps the other's
+    assert profiles.settings("07_ablations", "book", epochs={"hard": 2})["epochs"] == {"easy": book["epochs"]["easy"], "hard": 2}
+    with pytest.raises(ValueError, match="not a setting"):
+        profiles.settings("07_ablations", "book", epochs={"medium": 3})
+    assert PROFILES["paper"]["source_accuracy"] is False and PROFILES["book"]["source_images"] >= 512
