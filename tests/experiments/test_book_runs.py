@@ -274,20 +274,23 @@ def test_parse_value_takes_literals_then_yaml():
 
 def test_settings_apply_parameters_and_name_the_bad_ones(tmp_path: Path):
     base = profiles.settings("04_vit_transfer", "book")
-    cfg = profiles.settings("04_vit_transfer", "book", seeds=[7], epochs=2, lr_grid={"nora": [0.01, 1]}, batch_size=None)
-    assert cfg["seeds"] == (7,) and cfg["epochs"] == 2 and cfg["batch_size"] == base["batch_size"]
+    cfg = profiles.settings("04_vit_transfer", "book", seeds=[7], epochs={"hard": 2}, lr_grid={"nora": [0.01, 1]},
+                            batch_size=None)
+    assert cfg["seeds"] == (7,) and cfg["batch_size"] == base["batch_size"]
+    assert cfg["epochs"] == {"easy": base["epochs"]["easy"], "hard": 2}  # a dict setting merges key by key
     assert cfg["lr_grid"]["nora"] == (0.01, 1.0) and cfg["lr_grid"]["full"] == base["lr_grid"]["full"]
     assert profiles.settings("04_vit_transfer", "book") == base  # the profile itself is untouched
     assert profiles.parameters_used("04_vit_transfer") == {
-        "profile": "book", "seeds": (7,), "epochs": 2, "lr_grid": cfg["lr_grid"], "batch_size": base["batch_size"]}
-    for bad, match in (({"epoch": 3}, "'epoch' is not a setting of 04_vit_transfer"), ({"epochs": 2.5}, "epochs must be an int"),
+        "profile": "book", "seeds": (7,), "epochs": cfg["epochs"], "lr_grid": cfg["lr_grid"], "batch_size": base["batch_size"]}
+    for bad, match in (({"epoch": 3}, "'epoch' is not a setting of 04_vit_transfer"), ({"epochs": 2}, "epochs must be a dict"),
+                       ({"epochs": {"hard": 2.5}}, r"epochs\['hard'\] must be an int"),
                        ({"lr_grid": {"nroa": [1.0]}}, r"lr_grid\['nroa'\] is not a setting"),
                        ({"seeds": [-1]}, "seeds"), ({"search_task": 3}, "search_task must be a string")):
         with pytest.raises(ValueError, match=match):
             profiles.settings("04_vit_transfer", "book", **bad)
     results.record("04_vit_transfer", "book", {"x": 1}, out_dir=tmp_path)
     stored = json.loads((tmp_path / "book" / "04_vit_transfer.json").read_text())
-    assert stored["_parameters"]["epochs"] == 2 and stored["_parameters"]["seeds"] == [7]
+    assert stored["_parameters"]["epochs"]["hard"] == 2 and stored["_parameters"]["seeds"] == [7]
     assert results.load_all("book", out_dir=tmp_path)["04_vit_transfer"] == {"values": {"x": 1}, "paper": {}}
 
 
