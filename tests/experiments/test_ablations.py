@@ -10,11 +10,11 @@ from torch.utils.data import TensorDataset
 
 from nora.experiments import backbone, profiles
 from nora.experiments.ablations import (
+    PROFILES,
     ExactBase,
     apply_exact_base_nora,
     fine_tune_with,
     fit_to_samples,
-    PROFILES,
     head_only,
     nora_on_rationals,
     output_deviation,
