@@ -581,11 +581,16 @@ def ensure_mathjax(root: Path) -> Path:
 
 
 def build(root: Path) -> int:
-    """Vendor MathJax, regenerate the results page and build the site strictly (-W -n); return jupyter-book's exit code."""
-    from nora.experiments.ledger import write_results_page
+    """Vendor MathJax, regenerate the results page and the chapters' claim tables, build the site strictly (-W -n).
+
+    Returns jupyter-book's exit code."""
+    from nora.experiments.ledger import refresh_chapter_tables, write_results_page
 
     ensure_mathjax(root)
     write_results_page(root)
+    refreshed = refresh_chapter_tables(root)
+    if refreshed:
+        print(f"claim tables re-rendered from the registry in: {', '.join(refreshed)}", flush=True)
     shutil.rmtree(root / "_build" / "html", ignore_errors=True)  # no stale pages from earlier builds
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.is_file() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going", "--all"]

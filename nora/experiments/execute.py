@@ -127,6 +127,18 @@ def digest(run_inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(run_inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+# Presentation modules: the claims registry, its criteria and the ledger that renders them. A chapter's
+# "What we found" table is re-rendered from them by ``python -m nora.book build``
+# (:func:`nora.experiments.ledger.refresh_chapter_tables`), so no run depends on them: editing a claim's
+# wording or criterion re-renders every table that shows it instead of making every chapter out of date.
+BUILD_TIME = frozenset({"nora/experiments/claims.py", "nora/experiments/ledger.py", "nora/experiments/verdicts.py"})
+
+
+def run_files(files: dict[str, str | None]) -> dict[str, str | None]:
+    """``files`` without the presentation modules the build re-renders (:data:`BUILD_TIME`)."""
+    return {rel: sha for rel, sha in files.items() if rel not in BUILD_TIME}
+
+
 def checkpoint_unit(rel: Path) -> str | None:
     """The shipped checkpoint a path under checkpoints/ belongs to: its folder, or its files' common stem."""
     parts = rel.parts
@@ -142,6 +154,7 @@ def used_files(package: Path, paths: list[str], cwd: Path | None = None) -> list
     files (not ``.py``) in the folders of the imported modules (``inits.json``, the C++ kernel's
     source); and every file of a shipped checkpoint any of whose files was opened (a checkpoint's
     weights are read by safetensors outside Python's ``open``; its manifest and hash check are not).
+    Not the presentation modules of :data:`BUILD_TIME`.
     """
     package = Path(os.path.realpath(package))
     hits: set[Path] = set()
@@ -160,7 +173,7 @@ def used_files(package: Path, paths: list[str], cwd: Path | None = None) -> list
         for path in shipped.rglob("*"):
             if path.is_file() and checkpoint_unit(path.relative_to(shipped)) in units:
                 hits.add(path)
-    return sorted(p.relative_to(package.parent).as_posix() for p in hits)
+    return sorted(rel for rel in (p.relative_to(package.parent).as_posix() for p in hits) if rel not in BUILD_TIME)
 
 
 # ----------------------------------------------------------------------------------- clean-up
@@ -594,9 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if outcome["status"] == "ok" else 1
 
 
-__all__ = ["CHECKPOINTS", "Job", "PROGRESS_RE", "RUNNER_TAG", "RUN_KEY", "atomic_write", "code_cells", "code_digest",
-           "digest", "execute", "finish_notebook", "inputs", "notebook_text", "package_files", "sha256_file",
-           "strip_progress_outputs", "used_files"]
+__all__ = ["BUILD_TIME", "CHECKPOINTS", "Job", "PROGRESS_RE", "RUNNER_TAG", "RUN_KEY", "atomic_write", "code_cells",
+           "code_digest", "digest", "execute", "finish_notebook", "inputs", "notebook_text", "package_files",
+           "run_files", "sha256_file", "strip_progress_outputs", "used_files"]
 
 if __name__ == "__main__":
     sys.exit(main())

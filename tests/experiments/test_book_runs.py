@@ -155,7 +155,13 @@ def test_a_second_run_skips_what_is_up_to_date(tmp_path: Path, capsys, monkeypat
     real = runcache._hash
     monkeypatch.setattr(runcache, "_hash", lambda p: "edited" if p.name == "results.py" else real(p))
     assert runcache.stale_reason(record, nb, "smoke", {}) == "nora/experiments/results.py changed"
+    # ... but not the claims registry or the ledger: the build re-renders the tables they make
+    presentation = {"nora/experiments/claims.py": "old", "nora/experiments/ledger.py": "old"}
+    older = {**record, "inputs": {**record["inputs"], "files": {**files, **presentation}}}  # as runs recorded them
+    older["digest"] = execute.digest(older["inputs"])
     monkeypatch.setattr(runcache, "_hash", real)
+    assert runcache.stale_reason(older, nb, "smoke", {}) is None
+    assert not execute.BUILD_TIME & set(files)  # a run no longer records them
 
     assert book.main(run + ["--force"]) == 0
     assert "01_pass (profile smoke) started: --force" in capsys.readouterr().out

@@ -62,6 +62,34 @@ def test_results_page_needs_its_markers(tmp_path: Path):
     assert (tmp_path / "book" / "results.md").read_text() == "# R\n\nhand-written, no markers\n"
 
 
+def test_the_build_re_renders_a_chapters_claim_table_from_todays_registry(tmp_path: Path):
+    import nbformat
+
+    results.record("08_efficiency", "smoke", {"lora_params_no_head": 73728, "nora_params_no_head": 936},
+                   out_dir=tmp_path / "results")
+    nb = nbformat.v4.new_notebook(metadata={"papermill": {"parameters": {"profile": "smoke"}}})
+    table_cell = nbformat.v4.new_code_cell('chapter_table("08_efficiency", profile)', execution_count=7)
+    table_cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "[fails] an old verdict"},
+                                                 execution_count=7)]
+    other = nbformat.v4.new_code_cell('print(chapter_table("08_efficiency", profile))', execution_count=8)
+    other.outputs = [nbformat.v4.new_output("stream", text="left alone\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 08"), table_cell, other, nbformat.v4.new_code_cell("chapter_table('x', profile)")]
+    path = tmp_path / "notebooks" / "08_efficiency.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nb, path)
+    code = [c.source for c in nb.cells]
+
+    assert ledger.refresh_chapter_tables(tmp_path) == ["08_efficiency"]
+    new = nbformat.read(path, as_version=4)
+    assert [c.source for c in new.cells] == code  # the code, and so the runner's record, is untouched
+    (out,) = new.cells[1].outputs
+    fresh = ledger.chapter_table("08_efficiency", "smoke", out_dir=tmp_path / "results")
+    assert out.data["text/html"] == fresh.html and out.data["text/plain"] == fresh.text and out.execution_count == 7
+    assert new.cells[2].outputs[0].text == "left alone\n" and new.cells[3].outputs == []
+    before = path.read_bytes()
+    assert ledger.refresh_chapter_tables(tmp_path) == [] and path.read_bytes() == before  # nothing to do: untouched
+
+
 def test_chapter_table_shows_that_chapters_rows_only(tmp_path: Path):
     results.record("08_efficiency", "smoke", {"lora_params_no_head": 73728, "nora_params_no_head": 936},
                    out_dir=tmp_path)
