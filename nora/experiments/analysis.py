@@ -23,7 +23,9 @@ measurement that can be averaged over seeds:
 - **Learned activation shapes**: :func:`rational_curves` evaluates each group's rational of a NoRA
   layer before (base) and after (base + deltas) tuning.
 - :func:`linear_probe`: the "before fine-tuning" reference with a head for the task: the frozen
-  pre-trained backbone and a new head trained on its features.
+  pre-trained backbone and a new head trained on its features (``fine_tune("probe", ...)`` is the same run).
+- :func:`fine_tune_and_measure`: one run of the chapter, fine-tuning then all four measurements, returning
+  small rows only, so that the runs can go side by side (``nora.experiments.parallel``).
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ __all__ = [
     "centre_mask",
     "cluster_quality",
     "distribution_shift",
+    "fine_tune_and_measure",
     "grad_cam",
     "ink_mask",
     "ink_share",
     "ks_statistic",
     "linear_probe",
     "normalise_unit",
+    "nora_layers",
     "pre_logits",
     "rational_curves",
     "tsne_embedding",
@@ -63,9 +67,26 @@ __all__ = [
 # PROFILES[profile] over the defaults.
 # task: the hard task (CIFAR-100's role), where every model is fine-tuned and analysed;
 # methods: fine-tuned there, each at the rate its own equal-budget search picks (lr_grid: rates
-# tried on one seed on a val_fraction split of the training set (book: a first run put the probe at
-# its grid's top, 1e-1 of 1e-2..1e-1, so its grid moved up); "probe" = the linear probe,
-# frozen pre-trained backbone + trained head: the "before fine-tuning" model of Grad-CAM);
+# tried on one seed on a val_fraction split of the training set, the full schedule; "probe" = the
+# linear probe, frozen pre-trained backbone + trained head: the "before fine-tuning" model of
+# Grad-CAM).  As in chapter 04, NoRA has two rates: its head trains at the probe's chosen rate
+# (TrainConfig.head_lr) and its grid is the coefficients' rate.
+# book: the 12-block glyph backbone (backbone_spec("book")); epochs 6 = 228 optimiser steps on
+# mnist20's 1,200 training images (chapter 04's hard-task schedule).  Each grid is three rates half
+# a decade apart centred on the rate chapter 04's five-rate search chose on mnist20 with this
+# backbone (results/book/04_vit_transfer.json: lr_probe 1e-2, lr_full 1e-3, lr_lora 3e-3,
+# lr_dora 3e-3, lr_nora 3e-2 with lr_nora_head 1e-2, lr_noraplus 3e-3), so that every grid reaches
+# one step past that choice on both sides.  The search's seed, split (seed 0, 20 %) and schedule
+# are chapter 04's, so its trials at these rates are chapter 04's trials (the first edition's grids,
+# on the 6-block shapes backbone, had the probe at 3e-2..3e-1; the others were the same).
+# Book-run CPU estimate (one torch thread per run; per-run CPU from chapter 04's glyph runs,
+# results/book/04_vit_transfer.json cpu_seconds_*): search 6 methods x 3 rates = 18 runs of 180
+# steps (960 training images) ~ 0.79 x 7.2 CPU-min per rate ~ 17 CPU-min; runs 6 x 3 seeds = 18
+# runs of 228 steps (full 85 s, LoRA 78, DoRA 98, NoRA 60, NoRA++ 72, probe 36) ~ 21.5 CPU-min;
+# the measurements after each run (activations on the probe batch, features of 1,000 test +
+# 1,200 training images, 9 t-SNEs of 1,000 points, Grad-CAM on 200 images) ~ 10-15 s a run on 12
+# blocks ~ 4 CPU-min; total ~ 40-45 CPU-min (first edition, 6 blocks: 11.8 min wall, 5.5 CPU-min
+# in the runs, about as much in the search).
 # epochs / batch_size: every run; probe_per_class: test images per class whose activations are
 # compared (one fixed batch for every model); max_values: activation values kept per layer (a
 # seeded subset of positions, the same for every model); tsne_methods / tsne_classes /
@@ -84,7 +105,7 @@ PROFILES: dict[str, dict[str, Any]] = {
               "cam_images": 16, "cam_show": 4, "cam_region": "ink", "ink_threshold": 0.5},
     "book": {"task": "mnist20", "methods": ("full", "lora", "dora", "nora", "nora++"), "epochs": 6,
              "batch_size": 32, "amp": False, "train_per_class": None, "test_per_class": None, "val_fraction": 0.2,
-             "lr_grid": {"probe": (3e-2, 1e-1, 3e-1), "full": (3e-4, 1e-3, 3e-3), "lora": (1e-3, 3e-3, 1e-2),
+             "lr_grid": {"probe": (3e-3, 1e-2, 3e-2), "full": (3e-4, 1e-3, 3e-3), "lora": (1e-3, 3e-3, 1e-2),
                          "dora": (1e-3, 3e-3, 1e-2), "nora": (1e-2, 3e-2, 1e-1), "nora++": (1e-3, 3e-3, 1e-2)},
              "probe_per_class": 6, "max_values": 200_000, "tsne_methods": ("probe", "nora", "full"),
              "tsne_classes": 20, "perplexity": 30.0, "analysis_per_class": None, "knn": 10,
@@ -481,3 +502,97 @@ def linear_probe(task: Any, config: Any, *, profile: str, seed: int = 0, return_
                    desc=f"linear probe {task.name} seed {seed}")
     result.extra.update(method="linear probe", task=task.name, seed=seed, **counts)
     return (result, model) if return_model else result
+
+
+def nora_layers(model: nn.Module, pattern: str = ACT_PATTERN) -> dict[int, nn.Module]:
+    """``{block: NoraActivation}`` of a tuned model (NoRA or NoRA++; peft-wrapped too)."""
+    from nora.adapters.nora import NoraActivation
+
+    regex = re.compile(pattern)
+    out: dict[int, nn.Module] = {}
+    for name, module in model.named_modules():
+        m = regex.search(name)
+        if m and isinstance(module, NoraActivation):
+            out[int(m.group(1))] = module
+    return out
+
+
+def fine_tune_and_measure(method: str, task: Any, config: Any, *, profile: str, seed: int,
+                          reference: dict[int, dict[str, torch.Tensor]], probe_images: torch.Tensor,
+                          analysis_set: Dataset, knn_train: Dataset, cam_images: torch.Tensor,
+                          cam_labels: Sequence[int], cam_mask: np.ndarray, knn: int = 10,
+                          max_values: int | None = None, tsne_classes: Sequence[int] | None = None,
+                          perplexity: float = 30.0, keep: Sequence[int] | None = None,
+                          curve_points: int = 401, shape_values: int = 20_000) -> dict[str, Any]:
+    """One run of the chapter: fine-tune ``method`` (``"probe"``: the head only), then measure the tuned model.
+
+    A module-level function of picklable arguments, so that the runs can go side by side
+    (``nora.experiments.parallel.run_parallel``; the numbers do not depend on it).  Returns small
+    rows only (no model):
+
+    - ``run``: test accuracy, trainable parameters, train / CPU / analysis seconds;
+    - ``shift``: per block and site ("input", "output" of the MLP activation) the
+      :func:`distribution_shift` of the values on ``probe_images`` from ``reference``
+      (:func:`activation_values` of the pre-trained model, same ``max_values``);
+    - ``features``: :func:`cluster_quality` of the head's input on ``analysis_set`` (kNN fitted on
+      ``knn_train``) and, with ``tsne_classes``, the silhouette of the t-SNE of those classes;
+    - ``cam``: the mean share of Grad-CAM mass (true class) on ``cam_mask`` over ``cam_images``;
+    - ``shapes``: per NoRA layer, the largest and mean change of its rationals over the central
+      99.8 % of its pre-activations (and the starting rational's distance from GELU there);
+    - with ``keep`` (indices into ``cam_images``), what the figures draw: ``embedding`` (t-SNE
+      points and labels), ``cams`` (the kept maps) and ``curves`` (``{block: (x, before, after)}``).
+    """
+    import time
+
+    from nora.experiments.vit_transfer import fine_tune
+
+    result, model = fine_tune(method, task, config, profile=profile, seed=seed, return_model=True)
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    out: dict[str, Any] = {}
+    # 1. activation distributions on the probe batch, against the pre-trained model's
+    acts = activation_values(model, probe_images, max_values=max_values)
+    if sorted(acts) != sorted(reference):
+        raise ValueError(f"the tuned model's activation blocks {sorted(acts)} are not the reference's {sorted(reference)}")
+    out["shift"] = [{"method": method, "seed": seed, "block": b, "site": where,
+                     **distribution_shift(reference[b][where], acts[b][where])}
+                    for b in sorted(reference) for where in ("input", "output")]
+    # 2. features: silhouette, kNN, t-SNE
+    f_test, y_test = pre_logits(model, analysis_set)
+    f_train, y_train = pre_logits(model, knn_train)
+    row = {"method": method, "seed": seed,
+           **cluster_quality(f_test, y_test, train_features=f_train, train_labels=y_train, k=knn)}
+    if tsne_classes is not None:
+        sel = np.isin(y_test, np.asarray(tsne_classes))
+        emb = tsne_embedding(f_test[sel], perplexity=perplexity, seed=seed)
+        row["tsne_silhouette"] = cluster_quality(emb, y_test[sel])["silhouette"]
+        if keep is not None:
+            out["embedding"] = (emb, y_test[sel])
+    out["features"] = row
+    # 3. Grad-CAM for the true class
+    cams = grad_cam(model, cam_images.to(device), list(cam_labels))
+    share, area = ink_share(cams, cam_mask)
+    out["cam"] = {"method": method, "seed": seed, "share": float(np.nanmean(share)), "area": float(area.mean()),
+                  "empty": int(np.isnan(share).sum())}
+    if keep is not None:
+        out["cams"] = cams[list(keep)]
+    # 4. the learned rationals, over the central 99.8 % of each layer's pre-activations
+    shapes, curves = [], {}
+    for b, layer in nora_layers(model).items():
+        lo, hi = torch.quantile(acts[b]["input"], torch.tensor([0.001, 0.999])).tolist()
+        xs = torch.linspace(lo, hi, curve_points)
+        before, after = rational_curves(layer, xs)
+        gelu = torch.nn.functional.gelu(xs).numpy()
+        # and averaged over the values that actually reach the layer (and over its groups)
+        b_in, a_in = rational_curves(layer, acts[b]["input"][:shape_values])
+        shapes.append({"method": method, "seed": seed, "block": b, "lo": lo, "hi": hi,
+                       "max_dF": float(np.abs(after - before).max()), "mean_dF": float(np.abs(a_in - b_in).mean()),
+                       "fit_error": float(np.abs(before - gelu).max())})
+        curves[b] = (xs.numpy(), before, after)
+    out["shapes"] = shapes
+    if keep is not None:
+        out["curves"] = curves
+    out["run"] = {"method": method, "seed": seed, "accuracy": result.accuracy, "trainable": result.extra["trainable"],
+                  "train_seconds": result.train_seconds, "cpu_seconds": result.cpu_seconds,
+                  "analysis_seconds": time.perf_counter() - t0}
+    return out

@@ -18,6 +18,7 @@ from nora.experiments.analysis import (
     centre_mask,
     cluster_quality,
     distribution_shift,
+    fine_tune_and_measure,
     grad_cam,
     ink_mask,
     ink_share,
@@ -330,3 +331,63 @@ def test_linear_probe_trains_only_the_head(random_smoke_backbone):
     assert evaluate(model, task.test) == result.accuracy
     with pytest.raises(TypeError, match="task"):
         analysis.linear_probe("digits10", TrainConfig(epochs=1), profile="smoke")
+
+
+def test_fine_tune_probe_is_the_linear_probe(random_smoke_backbone):
+    from nora.experiments.data.digits import digits10
+    from nora.experiments.vit_transfer import fine_tune
+
+    task = digits10().subset(train_per_class=3, test_per_class=2)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=3e-2)
+    ours, a = fine_tune("probe", task, cfg, profile="smoke", seed=1, return_model=True)
+    theirs, b = linear_probe(task, cfg, profile="smoke", seed=1, return_model=True)
+    assert ours.accuracy == theirs.accuracy and ours.extra["trainable"] == theirs.extra["trainable"]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_fine_tune_and_measure_returns_the_chapters_rows(random_smoke_backbone):
+    from nora.experiments.data.digits import digits10
+    from nora.experiments.vit_transfer import fine_tune
+
+    task = digits10().subset(train_per_class=3, test_per_class=2)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-2)
+    probe_images = torch.stack([task.test[i][0] for i in range(6)])
+    reference = activation_values(backbone.pretrained_vit("smoke", task.num_classes, seed=0), probe_images, max_values=500)
+    cam_x = torch.stack([task.test[i][0] for i in range(4)])
+    cam_y = [int(task.test[i][1]) for i in range(4)]
+    common = dict(task=task, config=cfg, profile="smoke", reference=reference, probe_images=probe_images,
+                  analysis_set=task.test, knn_train=task.train, cam_images=cam_x, cam_labels=cam_y,
+                  cam_mask=ink_mask(cam_x), knn=3, max_values=500)
+    probe = fine_tune_and_measure("probe", seed=0, **common)
+    assert {r["block"] for r in probe["shift"]} == set(reference) and len(probe["shift"]) == 2 * len(reference)
+    assert all(r["w1"] == 0 and r["ks"] == 0 for r in probe["shift"])   # a frozen backbone: the reference's values
+    assert probe["shapes"] == [] and "curves" not in probe and "tsne_silhouette" not in probe["features"]
+    assert set(probe["run"]) >= {"accuracy", "trainable", "train_seconds", "cpu_seconds", "analysis_seconds"}
+    nora = fine_tune_and_measure("nora", seed=0, tsne_classes=range(10), perplexity=5.0, keep=[0, 2], **common)
+    assert nora["run"]["accuracy"] == fine_tune("nora", task, cfg, profile="smoke", seed=0).accuracy
+    assert sorted(r["block"] for r in nora["shapes"]) == sorted(reference) == sorted(nora["curves"])
+    assert all(r["fit_error"] < 5e-2 and r["lo"] < r["hi"] for r in nora["shapes"])
+    assert nora["cams"].shape == (2, 16, 16) and nora["embedding"][0].shape == (len(task.test), 2)
+    assert {"silhouette", "knn_accuracy", "tsne_silhouette"} <= set(nora["features"])
+    assert 0 <= nora["cam"]["share"] <= 1 and nora["cam"]["area"] == pytest.approx(float(ink_mask(cam_x).mean()))
+    assert any(r["ks"] > 0 for r in nora["shift"])
+
+
+def test_book_grids_are_centred_on_chapter_04s_choices():
+    import json
+    from pathlib import Path
+
+    from nora.experiments import profiles
+    from nora.experiments.data import downstream_tasks
+
+    book = profiles.settings("09_analysis", "book")
+    recorded = Path(__file__).resolve().parents[2] / "results" / "book" / "04_vit_transfer.json"
+    chosen = json.loads(recorded.read_text())["values"]
+    key = {"nora++": "noraplus"}
+    for method, grid in book["lr_grid"].items():
+        grid = sorted(grid)
+        assert len(grid) == 3 and all(2.9 < b / a < 3.5 for a, b in zip(grid, grid[1:])), method  # half a decade apart
+        assert grid[1] == pytest.approx(chosen[f"lr_{key.get(method, method)}"]), method
+    assert set(book["lr_grid"]) == {"probe", *book["methods"]} and book["task"] == "mnist20"
+    train = downstream_tasks("book")[book["task"]].train
+    assert book["epochs"] * -(-len(train) // book["batch_size"]) == 228      # chapter 04's hard-task schedule
