@@ -33,11 +33,19 @@ whitespace collapsed) — accuracy of the generated label, as a causal LM is use
 Methods (``adapt``): ``"lora"`` (peft, float base), ``"qlora"`` (peft, 4-bit base), ``"loran-<σ>"``
 (LoRAN with activation σ ∈ ``nora.adapters.loran.ACTIVATIONS`` on the 4-bit base, as the paper)
 and ``"loran-<σ>-float"`` (LoRAN on the float base).
+
+The chapter's vision runs (the book ViT of ``nora.experiments.vit_transfer``): ``vision_method``
+names them (QLoRA, LoRA, LoRAN with σ on q, v of the 4-bit backbone, and the head-to-head's
+all-linears LoRA / LoRAN / NoRA++); ``vision_run`` trains one and measures its trained LoRAN factors
+(``nora.adapters.loran_probe``) in the same process, so that the runs can go side by side through
+``nora.experiments.parallel.run_parallel`` (one thread each, the numbers as one at a time) and
+only a row of numbers comes back.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -66,20 +74,26 @@ __all__ = [
     "quantize_llama_4bit",
     "run",
     "score",
+    "vision_method",
+    "vision_run",
 ]
 
 # The chapter's sizes per profile: nora.experiments.profiles.settings("10_loran", profile) merges
 # PROFILES[profile] over the defaults.
-# vision (classification, the Sinter sweep, NoRA++ vs LoRAN): the book ViT (paper: timm ViT-Tiny on
-# CIFAR) via nora.experiments.vit_transfer.fine_tune; every method at rank / alpha (chapter 04's LoRA convention:
-# 8 / 16, no dropout); epochs / batch_size per run, test accuracy after the last epoch only;
-# lr_grid: rates tried for QLoRA on a val_fraction split of search_task (one seed), the chosen
-# one is used by every method, as the released LoRAN runs share QLoRA's training arguments;
-# class_task / sweep_task / h2h_task: the task of each part; train_per_class / test_per_class:
-# cap per class (None = all); sinter_sweep: (A, omega) pairs besides the released (5e-5, 1e4);
-# sine_frequencies: omega of the sine-activated low-rank peer; h2h_lr_grid: the rates tried for
-# LoRA on all four linears (the head-to-head's linear reference) the same way, used by NoRA++,
-# LoRAN and LoRA there (rank 8 on four layers diverges at rates q, v-only adapters prefer).
+# vision (classification, the Sinter sweep, NoRA++ vs LoRAN): the profile's ViT (book: chapter 04's 12-block glyph
+# backbone; paper: timm ViT-Tiny on CIFAR) via vision_run (fine_tune, runs side by side); every method at rank / alpha
+# (chapter 04's LoRA convention: 8 / 16, no dropout); epochs per task role ("easy": the first task of
+# downstream_tasks, "hard": the second), so that both book tasks get about 200 optimiser steps (mnist10-20shot has 7
+# batches of 32 an epoch, mnist20 38: 30 x 7 = 210, 6 x 38 = 228; chapter 04's schedule), batch_size per run, test
+# accuracy after the last epoch only; lr_grid: rates tried for QLoRA on a val_fraction split of search_task (one
+# seed, the search task's epochs), the chosen one is used by every method of the comparison and the sweep, as the
+# released LoRAN runs share QLoRA's training arguments (book: half a decade lower than on the first, 6-block
+# backbone, where 1e-2 won: on the 12-block glyph backbone QLoRA's validation accuracy at 1e-3 / 3e-3 / 1e-2 / 3e-2
+# is 82.5 / 88.3 / 81.7 / 15.4 % in chapter 04's search, so the old grid's best was its lowest rate); class_task / sweep_task / h2h_task: the task of
+# each part; train_per_class / test_per_class: cap per class (None = all); sinter_sweep: (A, omega) pairs besides
+# the released (5e-5, 1e4); sine_frequencies: omega of the sine-activated low-rank peer; h2h_lr_grid: the rates
+# tried for LoRA on all four linears (the head-to-head's linear reference) the same way, used by NoRA++, LoRAN and
+# LoRA there (rank 8 on four layers diverged, on the first backbone, at rates q, v-only adapters prefer).
 # llm: the generation part. book / smoke: the tiny LLaMA of nora.experiments.llm.pretrain quantized to NF4,
 # generated dialogues (nora.experiments.llm.summarize): samples train / val_samples validation (practice
 # entities) / test_samples test (exam entities); paper: Llama-2-7b NF4 on SAMSum and 20
@@ -88,25 +102,45 @@ __all__ = [
 # = 1/4, dropout 0.2); steps (or epochs), batch_size, lr_grid (QLoRA's search on the validation
 # dialogues; paper: one rate, QLoRA's usual 2e-4, no search), cutoff: max tokens per example;
 # max_new_tokens per task.
+#
+# The book run's cost, estimated before running it (CPU-minutes at one thread; steps: 38 batches an epoch on
+# mnist20, 30 on its 80 % search split, 7 on mnist10-20shot). Per ~220-step run, from chapter 04's glyph-backbone
+# CPU seconds per method scaled by 0.81 (chapter 07's NoRA runs against 04's: contention and 04's three test
+# passes per run), QLoRA without gradient checkpointing: QLoRA 0.9, LoRAN on q, v of the 4-bit base 1.0,
+# LoRA 1.0, NoRA++ 0.95, LoRA on the four linears 1.4, LoRAN (Sinter) on them 2.1 (it forms sigma(BA) for
+# every adapted layer on every forward):
+#   QLoRA search, 3 rates x 180 steps                                    2.2
+#   LoRA (four linears) search, 3 rates x 180 steps                     3.4
+#   classification, 6 methods x 3 seeds x 228 steps                     18.7
+#   sweep, 4 sigmas x 3 seeds x 210 steps (2,600 test images each)      12.0
+#   head-to-head, 3 methods x 3 seeds x 228 steps                       13.7
+#   LLM part (as measured on its last run)                               3.5
+#   total: 45 vision runs (6 of them searches), 9,756 steps              ~53 (about 45-62)
+# At a flat 0.8-1.1 CPU-min per 220 steps it is 35-49 + 3.5. To stay near 50 the book sweep tries
+# one (A, omega) pair besides the released constants, (0.5, 1e4) (the first edition also tried (0.5, 1e2): 3 more runs, ~3 CPU-min);
+# the two learning-rate grids are the three rates that bracket chapter 04's choice on this backbone (3e-3 for
+# QLoRA and for LoRA on the four linears). The next cut, if needed: the head-to-head at the comparison's rate
+# instead of its own search (-3.4).
 PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"rank": 8, "alpha": 16.0, "epochs": 1, "batch_size": 32, "amp": False, "train_per_class": 4,
-              "test_per_class": 4, "search_task": "mnist20", "val_fraction": 0.25, "lr_grid": (3e-3, 1e-2),
-              "class_task": "mnist20", "sweep_task": "mnist10-20shot", "h2h_task": "mnist20",
+    "smoke": {"rank": 8, "alpha": 16.0, "epochs": {"easy": 1, "hard": 1}, "batch_size": 32, "amp": False,
+              "train_per_class": 4, "test_per_class": 4, "search_task": "mnist20", "val_fraction": 0.25,
+              "lr_grid": (3e-3, 1e-2), "class_task": "mnist20", "sweep_task": "mnist10-20shot", "h2h_task": "mnist20",
               "sinter_sweep": ((0.5, 1e4),), "sine_frequencies": (200.0,), "h2h_lr_grid": (3e-3, 1e-2),
               "llm": {"tasks": ("dialogues",), "samples": 16, "val_samples": 4, "test_samples": 4, "steps": 2,
                       "batch_size": 4, "lr_grid": (1e-2, 3e-2), "rank": 4, "alpha": 1.0, "dropout": 0.2,
                       "warmup_ratio": 0.0, "cutoff": 256, "max_new_tokens": {"dialogues": 8}, "eval_batch_size": 8}},
-    "book": {"rank": 8, "alpha": 16.0, "epochs": 4, "batch_size": 32, "amp": False, "train_per_class": None,
-             "test_per_class": None, "search_task": "mnist20", "val_fraction": 0.2, "lr_grid": (3e-3, 1e-2, 3e-2),
-             "class_task": "mnist20", "sweep_task": "mnist10-20shot", "h2h_task": "mnist20",
-             "sinter_sweep": ((0.5, 1e4), (0.5, 1e2)), "sine_frequencies": (200.0,), "h2h_lr_grid": (1e-3, 3e-3, 1e-2),
+    "book": {"rank": 8, "alpha": 16.0, "epochs": {"easy": 30, "hard": 6}, "batch_size": 32, "amp": False,
+             "train_per_class": None, "test_per_class": None, "search_task": "mnist20", "val_fraction": 0.2,
+             "lr_grid": (1e-3, 3e-3, 1e-2), "class_task": "mnist20", "sweep_task": "mnist10-20shot", "h2h_task": "mnist20",
+             "sinter_sweep": ((0.5, 1e4),), "sine_frequencies": (200.0,), "h2h_lr_grid": (1e-3, 3e-3, 1e-2),
              "llm": {"tasks": ("dialogues",), "samples": 1200, "val_samples": 60, "test_samples": 100, "steps": 150,
                      "batch_size": 8, "lr_grid": (1e-2, 3e-2, 6e-2), "rank": 8, "alpha": 2.0, "dropout": 0.2,
                      "warmup_ratio": 0.03, "cutoff": 256, "max_new_tokens": {"dialogues": 40}, "eval_batch_size": 50}},
-    "paper": {"rank": 8, "alpha": 16.0, "epochs": 50, "batch_size": 256, "amp": True, "num_workers": 8,
-              "train_per_class": None, "test_per_class": None, "search_task": "cifar100", "val_fraction": 0.1,
-              "lr_grid": (3e-4, 1e-3, 3e-3), "class_task": "cifar100", "sweep_task": "cifar10", "h2h_task": "cifar100",
-              "sinter_sweep": ((0.5, 1e4), (0.5, 1e2)), "sine_frequencies": (200.0,), "h2h_lr_grid": (3e-4, 1e-3, 3e-3),
+    "paper": {"rank": 8, "alpha": 16.0, "epochs": {"easy": 50, "hard": 50}, "batch_size": 256, "amp": True,
+              "num_workers": 8, "train_per_class": None, "test_per_class": None, "search_task": "cifar100",
+              "val_fraction": 0.1, "lr_grid": (3e-4, 1e-3, 3e-3), "class_task": "cifar100", "sweep_task": "cifar10",
+              "h2h_task": "cifar100", "sinter_sweep": ((0.5, 1e4), (0.5, 1e2)), "sine_frequencies": (200.0,),
+              "h2h_lr_grid": (3e-4, 1e-3, 3e-3),
               "llm": {"tasks": ("samsum", "newsgroups"), "samples": None, "val_samples": None, "test_samples": None,
                       "epochs": 1.0, "batch_size": 16, "lr_grid": (2e-4,), "rank": 64, "alpha": 16.0, "dropout": 0.2,
                       "warmup_ratio": 0.03, "cutoff": 1024, "max_new_tokens": {"samsum": 64, "newsgroups": 12},
@@ -433,3 +467,75 @@ def run(base_factory: Callable[[], Any], tokenizer, method: str, seed: int, trai
             "train_seconds": tune.seconds, "eval_seconds": eval_seconds, "cpu_seconds": time.process_time() - cpu0,
             "final_loss": tune.losses[-1][1] if tune.losses else float("nan"), "losses": tune.losses,
             "predictions": predictions, "model": model}
+
+
+# --- the vision runs -------------------------------------------------------------------------------------------
+
+VISION_QV = ("attn.qkv.q", "attn.qkv.v")
+VISION_ALL_LINEARS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+def vision_method(name: str, *, rank: int, alpha: float, **constants: float) -> tuple[str, dict[str, Any], Any]:
+    """``(build_method name, overrides, prepare)`` of a vision method of chapter 10 (``prepare`` picklable or None).
+
+    ``qlora`` (peft on the NF4 backbone, no gradient checkpointing: the same numbers, less time), ``lora``
+    (float), ``lora-all`` / ``loran-all`` (rank ``rank`` on qkv, proj, fc1, fc2, float; LoRAN with Sinter),
+    ``nora++``, and ``loran-<σ>``: LoRAN with σ on q and v of timm's fused qkv split exactly into q, k, v,
+    every backbone linear in NF4 (as QLoRA); ``constants`` go to its ``LoRANConfig`` (Sinter's
+    ``sinter_amplitude`` / ``sinter_frequency``, the sine's ``sine_frequency``).
+    """
+    from nora.adapters.peft_baselines import LoraBaselineConfig, prepare_base
+
+    r = dict(rank=rank, alpha=alpha)
+    if constants and (not name.startswith("loran-") or name == "loran-all"):
+        raise ValueError(f"{name!r} takes no constants, got {sorted(constants)}")
+    if name == "lora":
+        return "lora", r, None
+    if name == "qlora":
+        return "qlora", {**r, "gradient_checkpointing": False}, None
+    if name == "lora-all":
+        return "lora", {**r, "targets": ("qkv", "proj", "fc1", "fc2")}, None
+    if name == "loran-all":
+        return "loran", {**r, "targets": VISION_ALL_LINEARS, "activation": "sinter"}, None
+    if name == "nora++":
+        return "nora++", {}, None
+    if name.startswith("loran-"):
+        prepare = functools.partial(prepare_base, config=LoraBaselineConfig(targets=("q", "v"), quantize_4bit=True))
+        return "loran", {**r, "targets": VISION_QV, "activation": name.split("-", 1)[1], **constants}, prepare
+    raise ValueError(f"unknown vision method {name!r}")
+
+
+def vision_run(*, part: str, name: str, task: Any, config: Any, profile: str, seed: int, rank: int, alpha: float,
+               constants: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fine-tune one vision method (``nora.experiments.vit_transfer.fine_tune``) and return the chapter's row for it.
+
+    Row: part, method, task, seed, accuracy (%), lr, steps, trainable, train / CPU seconds, the ``constants``;
+    for LoRAN, the entries z of its trained BA over layers (``update_statistics``: max |z|, rms z, the largest
+    relative change of ΔW by σ and slope deviation, the mean ‖ΔW‖ / ‖W‖ and numerical rank of σ(BA)); for
+    LoRAN (Sinter), also the test accuracy of the same trained factors with σ = identity.  Module level and
+    returning only numbers, so that ``run_parallel(vision_run, jobs)`` runs it in worker processes.
+    """
+    import numpy as np
+
+    from nora.adapters.loran_probe import swapped_activation, update_statistics
+    from nora.experiments.train import evaluate
+    from nora.experiments.vit_transfer import fine_tune
+
+    constants = dict(constants or {})
+    method, over, prepare = vision_method(name, rank=rank, alpha=alpha, **constants)
+    result, model = fine_tune(method, task, config, profile=profile, seed=seed, overrides=over, prepare=prepare,
+                              return_model=True)
+    row = {"part": part, "method": name, "task": task.name, "seed": seed, "accuracy": result.accuracy,
+           "lr": config.lr, "steps": result.steps, "trainable": result.extra["trainable"],
+           "train_seconds": result.train_seconds, "cpu_seconds": result.cpu_seconds, **constants}
+    if method == "loran":
+        stats = update_statistics(model)
+        col = {k: np.array([s[k] for s in stats], dtype=float) for k in stats[0] if k not in ("layer", "activation")}
+        row.update(max_abs_z=float(col["max_abs_z"].max()), rms_z=float(np.sqrt((col["rms_z"] ** 2).mean())),
+                   relative_change=float(col["relative_change"].max()),
+                   max_slope_deviation=float(col["max_slope_deviation"].max()),
+                   relative_update=float(col["relative_update"].mean()), effective_rank=float(col["effective_rank"].mean()))
+        if name == "loran-sinter":  # the same trained factors with sigma = identity: what Sinter changes at the end
+            with swapped_activation(model, "identity"):
+                row["accuracy_identity_swap"] = evaluate(model, task.test, config)
+    return row

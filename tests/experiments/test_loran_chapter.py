@@ -351,7 +351,17 @@ def test_chapter_profiles_scale_up_and_name_the_paper_setting():
     from nora.experiments.profiles import settings
 
     smoke, book, paper = (settings("10_loran", p) for p in ("smoke", "book", "paper"))
-    assert smoke["epochs"] <= book["epochs"] <= paper["epochs"]
+    for role in ("easy", "hard"):  # per task role: the 200-image easy task needs its own epoch count
+        assert smoke["epochs"][role] <= book["epochs"][role] <= paper["epochs"][role]
+    # the book tasks (easy first: mnist10-20shot, 200 training images; mnist20, 1,200) get about 200 optimiser
+    # steps each, so that the sweep on the easy task is not a sixth of the runs on the hard one
+    from nora.experiments.data import downstream_tasks
+
+    easy, hard = downstream_tasks("book").values()
+    assert (book["sweep_task"], book["class_task"], book["h2h_task"]) == (easy.name, hard.name, hard.name)
+    book_steps = {role: book["epochs"][role] * math.ceil(len(task.train) / book["batch_size"])
+                  for role, task in (("easy", easy), ("hard", hard))}
+    assert all(200 <= n <= 260 for n in book_steps.values()), book_steps
     assert smoke["llm"]["steps"] <= book["llm"]["steps"]
     assert paper["llm"]["tasks"] == ("samsum", "newsgroups")
     assert (paper["llm"]["rank"], paper["llm"]["alpha"], paper["llm"]["dropout"]) == (64, 16.0, 0.2)
@@ -359,3 +369,37 @@ def test_chapter_profiles_scale_up_and_name_the_paper_setting():
     for cfg in (smoke, book, paper):
         assert set(cfg["llm"]["max_new_tokens"]) == set(cfg["llm"]["tasks"])
         assert all(a > 0 and w > 0 for a, w in cfg["sinter_sweep"]) and not math.isnan(cfg["lr_grid"][0])
+
+
+def test_vision_methods_are_picklable_and_take_constants_only_for_loran():
+    import pickle
+
+    method, over, prepare = lx.vision_method("loran-sinter", rank=8, alpha=16.0, sinter_amplitude=0.5)
+    assert (method, over["targets"], over["activation"], over["sinter_amplitude"]) == ("loran", lx.VISION_QV, "sinter", 0.5)
+    assert pickle.loads(pickle.dumps(prepare)).keywords["config"].quantize_4bit  # goes to worker processes
+    assert lx.vision_method("qlora", rank=8, alpha=16.0)[1]["gradient_checkpointing"] is False
+    assert lx.vision_method("loran-all", rank=8, alpha=16.0)[1]["targets"] == lx.VISION_ALL_LINEARS
+    with pytest.raises(ValueError, match="takes no constants"):
+        lx.vision_method("qlora", rank=8, alpha=16.0, sinter_amplitude=0.5)
+    with pytest.raises(ValueError, match="unknown"):
+        lx.vision_method("dora", rank=8, alpha=16.0)
+
+
+def test_vision_run_measures_the_trained_loran_factors_and_the_identity_swap(monkeypatch):
+    from nora.experiments import backbone
+    from nora.experiments.data.digits import digits10
+    from nora.experiments.train import TrainConfig
+
+    real = backbone.pretrained_vit  # the smoke architecture with random weights: no pre-training in tests
+    monkeypatch.setattr(backbone, "pretrained_vit", lambda profile, num_classes=None, seed=0, weights=True:
+                        real("smoke", num_classes, seed=seed, weights=False))
+    task = digits10().subset(train_per_class=2, test_per_class=2)
+    row = lx.vision_run(part="sweep", name="loran-sinter", task=task, config=TrainConfig(epochs=1, batch_size=8, lr=1e-2),
+                        profile="smoke", seed=0, rank=4, alpha=8.0, constants={"sinter_amplitude": 0.5})
+    assert (row["part"], row["method"], row["seed"], row["lr"], row["sinter_amplitude"]) == ("sweep", "loran-sinter", 0, 1e-2, 0.5)
+    assert row["steps"] == 3 and 0 <= row["accuracy"] <= 100 and 0 <= row["accuracy_identity_swap"] <= 100
+    assert 0 < row["relative_change"] <= 0.5 + 1e-9  # |Sinter(z) - z| <= A |z|
+    assert all(isinstance(row[k], float) for k in ("max_abs_z", "rms_z", "max_slope_deviation", "effective_rank"))
+    plain = lx.vision_run(part="classification", name="lora", task=task, config=TrainConfig(epochs=1, batch_size=8, lr=1e-2),
+                          profile="smoke", seed=0, rank=4, alpha=8.0)
+    assert "max_abs_z" not in plain and "accuracy_identity_swap" not in plain
