@@ -142,8 +142,7 @@ CLAIMS: tuple[Claim, ...] = (
           "Convergence: NoRA against full fine-tuning, per epoch",
           AllOf([Exceeds(f"{t}_test_converged_epoch_full", f"{t}_test_converged_epoch_nora", ("full", "NoRA"),
                          digits=1, tag=f" ({t}, epochs)") for t in ("easy", "hard")]),
-          "epochs to converge, full − NoRA > 2 s.e., both tasks",
-          unrecorded="chapter 05 records the epochs' std over seeds from its next run"),
+          "epochs to converge, full − NoRA > 2 s.e., both tasks"),
     # ---- Table 2 (chapter 06)
     Claim("mmlu-average", "NoRA, abstract and Table 2",
           "On LLaMA3-8B instruction tuning NoRA++ raises the average MMLU accuracy over LoRA on every instruction set.",
