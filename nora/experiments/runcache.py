@@ -8,8 +8,8 @@ kernel imported or opened, with the other files beside those modules (``inits.js
 kernel's source) and the shipped checkpoints it read, whole. The chapter is up to date while all
 of these hash the same; a change anywhere else in ``nora/`` (the LLM code, for a vision chapter)
 leaves it alone, and so does one in the presentation modules (the claims registry and the ledger,
-``execute.BUILD_TIME``), whose tables the build re-renders. The way jupyter-cache keys cached notebooks (code cells, not outputs), with the
-chapter's actual imports added.
+``execute.BUILD_TIME``), whose tables the build re-renders. The way jupyter-cache keys cached
+notebooks (code cells, not outputs), with the chapter's actual imports added.
 
 ``stamp`` writes such a record, without running anything, for results that were produced before
 the record existed: it cannot know what the run imported, so it takes every ``nora`` module the
@@ -26,8 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nora.experiments.execute import (CHECKPOINTS, RUN_KEY, atomic_write, code_cells, code_digest, digest, inputs,
-                                      run_files, sha256_file)
+from nora.experiments.execute import (BUILD_TIME, CHECKPOINTS, RUN_KEY, atomic_write, code_cells, code_digest, digest,
+                                      inputs, run_files, sha256_file)
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the nora package these modules belong to
 
@@ -45,7 +45,7 @@ def stale_reason(record: dict[str, Any] | None, nb, profile: str, parameters: di
     old = {**recorded, "files": run_files(recorded.get("files", {}))}  # records made before BUILD_TIME list them
     files = {rel: _hash(package.parent / rel) for rel in old["files"]}
     new = inputs(code_digest(nb), profile, parameters, files)
-    if digest(new) in (record["digest"], digest(old)):
+    if digest(new) == digest(old):
         return None
     if new["notebook"] != old.get("notebook"):
         return "its code changed"
@@ -141,7 +141,7 @@ def stamp_files(nb, chapter_module: str | None = None, package: Path = PACKAGE) 
     shipped = package / CHECKPOINTS
     if shipped.is_dir():
         hits.update(p for p in shipped.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    return sorted(run_files({p.relative_to(package.parent).as_posix(): None for p in hits}))
+    return sorted(rel for rel in (p.relative_to(package.parent).as_posix() for p in hits) if rel not in BUILD_TIME)
 
 
 def stamp_record(nb, profile: str, chapter_module: str | None = None, package: Path = PACKAGE) -> dict[str, Any]:
