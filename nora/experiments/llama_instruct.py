@@ -68,20 +68,33 @@ def instruction_records(profile: str, name: str, cfg: dict, world=None, data_fil
     return instruction_set(world, name, cfg["samples"], seed=0)
 
 
-def evaluate(model, tokenizer, profile: str, cfg: dict, benchmark=None) -> dict[str, float]:
-    """Category accuracies and their average (percent): lm-eval ``mmlu`` 5-shot (paper) or our scorer on ``benchmark``."""
+def evaluate(model, tokenizer, profile: str, cfg: dict, benchmark=None, *, per_question: bool = False):
+    """Category accuracies and their average (percent): lm-eval ``mmlu`` 5-shot (paper) or our scorer on ``benchmark``.
+
+    ``per_question=True`` (smoke / book) returns the scorer's ``MMLUResult`` instead: its
+    ``table_row()`` is the same dict, and it keeps every question's prediction and 0/1 correctness
+    (``correct_array()``) under ``question_ids`` aligned across models, for the paired statistics of
+    ``nora.experiments.llm.power`` (``mmlu.correctness_matrix`` stacks them).
+    """
     from nora.experiments.llm import mmlu
 
     if resolve_profile(profile) == "paper":
+        if per_question:
+            raise NotImplementedError("per-question results of the paper profile (lm-eval's mmlu) are not kept yet")
         return mmlu.lm_eval_score(model, tokenizer, "mmlu", num_fewshot=5, batch_size=cfg["eval_batch_size"])
     if benchmark is None:
         raise ValueError("benchmark is needed for the smoke / book profiles")
-    return mmlu.score(model, tokenizer, benchmark, k=5, batch_size=cfg["eval_batch_size"]).table_row()
+    result = mmlu.score(model, tokenizer, benchmark, k=5, batch_size=cfg["eval_batch_size"])
+    return result if per_question else result.table_row()
 
 
 def run_cell(base, tokenizer, records: list[dict], method: str, seed: int, cfg: dict,
              scorer: Callable[[Any], dict[str, float]], sample: dict | None = None, copy_base: bool = True) -> dict[str, Any]:
-    """Adapt ``base`` with ``method``, measure parameters and step memory, fine-tune, score, and generate one sample."""
+    """Adapt ``base`` with ``method``, measure parameters and step memory, fine-tune, score, and generate one sample.
+
+    ``scorer(model)`` returns the category row (a dict), or an ``MMLUResult`` whose row is used and
+    which is kept under ``"mmlu"`` (per-question outcomes).
+    """
     import nora
     from nora.experiments.llm import instruct
 
@@ -96,13 +109,16 @@ def run_cell(base, tokenizer, records: list[dict], method: str, seed: int, cfg: 
         gradient_accumulation=cfg.get("gradient_accumulation", 1),
     )
     scores = scorer(model)
+    result = None
+    if not isinstance(scores, dict):  # an MMLUResult (evaluate(..., per_question=True)): keep the per-question outcomes
+        result, scores = scores, scores.table_row()
     text = instruct.generate(model, tokenizer, **sample, max_new_tokens=cfg["sample_tokens"]) if sample else ""
     return {
         "method": method, "seed": seed, **scores,
         "trainable": count.trainable, "total": count.total, "steps": tune.steps, "train_seconds": tune.seconds,
         "step_seconds": tune.median_step, "memory_bytes": memory["peak"], "saved_activation_bytes": memory["saved_activations"],
         "final_loss": tune.losses[-1][1] if tune.losses else float("nan"), "losses": tune.losses, "sample": text,
-        "model": model,
+        "model": model, **({"mmlu": result} if result is not None else {}),
     }
 
 
@@ -195,8 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     model, spec = load_trained(base, out)
     if cfg["device"] == "cuda":
         model = model.to("cuda")
-    row = evaluate(model, tokenizer, profile, cfg, benchmark)
-    (out / "result.json").write_text(json.dumps({**spec, "mmlu_5shot": row}, indent=1, sort_keys=True) + "\n")
+    extra = {}
+    if benchmark is not None:  # keep the per-question outcomes for the paired statistics (nora.experiments.llm.power)
+        result = evaluate(model, tokenizer, profile, cfg, benchmark, per_question=True)
+        row = result.table_row()
+        extra = {"question_ids": result.question_ids, "correct": [int(c) for c in result.correct]}
+    else:
+        row = evaluate(model, tokenizer, profile, cfg, benchmark)
+    (out / "result.json").write_text(json.dumps({**spec, "mmlu_5shot": row, **extra}, indent=1, sort_keys=True) + "\n")
     print(json.dumps(row))
     return 0
 

@@ -193,6 +193,78 @@ def test_scorer_and_lm_eval_agree_on_a_tiny_llama(world, tokenizer, tmp_path):
     assert all(theirs[key] == pytest.approx(ours[key], abs=1e-9) for key in ours)
 
 
+def _small_bench(world, keep=("chemistry", "philosophy", "sociology", "nutrition")):
+    full = Benchmark.from_world(world)
+    return Benchmark(dev={s: full.dev[s] for s in keep}, test={s: full.test[s] for s in keep},
+                     categories={s: full.categories[s] for s in keep})
+
+
+def test_evaluate_keeps_per_question_correctness_aligned_across_models(world, tokenizer):
+    import numpy as np
+
+    from nora.experiments import llama_instruct as experiment
+
+    bench = _small_bench(world)
+    cfg = {"eval_batch_size": 8}
+    base = tiny_llama(len(tokenizer), seed=1)
+    plus = instruct.adapt(base, "nora++", 0, lora={"rank": 2, "alpha": 4})
+    with torch.no_grad():
+        for p in plus.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    rows, results = [], []
+    for model in (base, plus):
+        row = experiment.evaluate(model, tokenizer, "smoke", cfg, bench)
+        result = experiment.evaluate(model, tokenizer, "smoke", cfg, bench, per_question=True)
+        assert result.table_row() == row  # the same numbers, now with the questions behind them
+        rows.append(row)
+        results.append(result)
+    matrix, cats, ids = mmlu.correctness_matrix(results)
+    assert matrix.shape == (2, len(bench)) and set(np.unique(matrix)) <= {0.0, 1.0}
+    assert ids == [f"{s}/{i}" for s, qs in bench.test.items() for i in range(len(qs))]
+    for r, row in zip(matrix, rows):
+        assert 100 * r.mean() == pytest.approx(row["Average"])
+        assert 100 * r[cats == "STEM"].mean() == pytest.approx(row["STEM"])
+    other = mmlu.score(base, tokenizer, _small_bench(world, ("philosophy", "chemistry", "sociology", "nutrition")), k=5)
+    with pytest.raises(ValueError, match="question_ids differ"):
+        mmlu.correctness_matrix([results[0], other])
+    with pytest.raises(NotImplementedError, match="paper"):
+        experiment.evaluate(base, tokenizer, "paper", cfg, per_question=True)
+
+
+def test_shared_prefix_kv_cache_scores_like_full_sequences(world, tokenizer):
+    bench = _small_bench(world)
+    base = tiny_llama(len(tokenizer), seed=2)
+    plus = instruct.adapt(base, "nora++", 0, lora={"rank": 2, "alpha": 4})
+    with torch.no_grad():
+        for p in plus.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    for model in (base, plus):  # plain transformers and peft-wrapped NoRA++
+        full = mmlu.score(model, tokenizer, bench, k=5, batch_size=3)
+        shared = mmlu.score(model, tokenizer, bench, k=5, batch_size=3, share_prefix=True)
+        assert shared.predictions == full.predictions and shared.question_ids == full.question_ids
+        assert shared.table_row() == full.table_row()
+    # the log-likelihoods themselves agree to float rounding
+    items = [(q, [mmlu._encode_pair(tokenizer, mmlu.prompt(bench.dev[s], q, 5), f" {x}") for x in "ABCD"])
+             for s, qs in bench.test.items() for q in qs]
+    runs, _ = mmlu._runs(items)
+    groups = {}
+    for n, (q, _) in enumerate(items):
+        groups.setdefault(q.subject, []).append(n)
+    assert len(runs) == len(items)  # single-token letters: one run per question
+    with torch.no_grad():
+        a = mmlu._loglik_unshared(base, tokenizer, runs, 4, 512, "cpu")
+        b = mmlu._loglik_shared(base, tokenizer, runs, groups, 4, 512, "cpu")
+    assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+    assert mmlu._common_prefix([runs[i][0] for i in groups["chemistry"]]) > 0.5 * len(runs[groups["chemistry"][0]][0])
+    # sequences the unshared path would truncate go through it unchanged
+    with torch.no_grad():
+        c = mmlu._loglik_shared(base, tokenizer, runs, groups, 4, 50, "cpu")
+        d = mmlu._loglik_unshared(base, tokenizer, runs, 4, 50, "cpu")
+    assert c == d
+
+
 def test_lm_eval_category_map_has_57_subjects_in_four_categories():
     cats = mmlu.lm_eval_category_map()
     assert len(cats) == 57 and set(cats.values()) == {"STEM", "Humanities", "Social Sciences", "Other"}

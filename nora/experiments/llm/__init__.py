@@ -7,6 +7,8 @@
 - ``instruct``: Alpaca prompts, prompt-masked SFT with transformers' ``Trainer``, LoRA / NoRA++;
 - ``sources``: the paper profile's instruction datasets through HF ``datasets`` (Alpaca format);
 - ``mmlu``: Hendrycks' 5-shot protocol (our scorer and lm-eval, local task or ``mmlu``);
+- ``power``: the statistics of a paired comparison over questions × seeds (delta, intervals,
+  variance components, minimum detectable effect, design sizes);
 - ``summarize``: generated two-person dialogues about the fact world, and ROUGE scoring.
 
 The chapter modules that use them: :mod:`nora.experiments.llama_instruct` (06: one Table-2 cell,

@@ -23,7 +23,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nora.experiments.llm.corpus import CATEGORIES, HEADER, LETTERS, Benchmark, Question, format_subject, mc_block
@@ -31,6 +31,7 @@ from nora.experiments.llm.corpus import CATEGORIES, HEADER, LETTERS, Benchmark, 
 __all__ = [
     "MMLUResult",
     "benchmark_from_records",
+    "correctness_matrix",
     "format_example",
     "lm_eval_category_map",
     "lm_eval_prompts",
@@ -64,10 +65,17 @@ class MMLUResult:
     categories: list[str]
     predictions: list[int]
     answers: list[int]
+    question_ids: list[str] = field(default_factory=list)  # "subject/index" in test order: aligns results across models
 
     @property
     def correct(self) -> list[bool]:
         return [p == a for p, a in zip(self.predictions, self.answers)]
+
+    def correct_array(self):
+        """The per-question 0/1 correctness as a float numpy vector, in ``question_ids`` order."""
+        import numpy as np
+
+        return np.array(self.correct, dtype=float)
 
     def by_category(self) -> dict[str, float]:
         """Micro-average per category (all questions of the category pooled), in ``CATEGORIES`` order."""
@@ -101,22 +109,14 @@ def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int],
     return ctx, whole[len(ctx):]
 
 
-def score(model, tokenizer, benchmark: Benchmark, k: int = 5, batch_size: int = 16, max_length: int | None = None) -> MMLUResult:
-    """Score ``model`` on ``benchmark`` with Hendrycks' k-shot protocol (argmax log-prob of " A".." D")."""
-    import torch
+def _runs(items):
+    """The sequences to run: one per question when all continuations are single tokens after the same context.
 
-    if not isinstance(benchmark, Benchmark):
-        raise TypeError(f"benchmark must be a nora.experiments.llm.corpus.Benchmark, got {type(benchmark).__name__}")
-    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-    device = next(model.parameters()).device
-    items = []  # (question, [(ctx_ids, cont_ids) per letter])
-    for subject, questions in benchmark.test.items():
-        for q in questions:
-            text = prompt(benchmark.dev[subject], q, k)
-            items.append((q, [_encode_pair(tokenizer, text, f" {letter}") for letter in LETTERS]))
-    # sequences to run: one per question when all continuations are single tokens after the same context
-    runs: list[tuple[list[int], list[tuple[int, list[int]]]]] = []  # (ids, [(start, cont_ids)] per letter)
-    owner: list[tuple[int, int]] = []  # (run index, letter) for each question * 4 + letter
+    Returns ``runs`` (``(ids, [(start, cont_ids)] per letter)``) and ``owner`` (``(run index, slot)`` for
+    each question × 4 + letter).
+    """
+    runs: list[tuple[list[int], list[tuple[int, list[int]]]]] = []
+    owner: list[tuple[int, int]] = []
     for _, pairs in items:
         ctxs = {tuple(c) for c, _ in pairs}
         if len(ctxs) == 1 and all(len(cont) == 1 for _, cont in pairs):
@@ -128,35 +128,150 @@ def score(model, tokenizer, benchmark: Benchmark, k: int = 5, batch_size: int = 
             for letter, (ctx, cont) in enumerate(pairs):
                 owner.append((len(runs), 0))
                 runs.append((ctx + cont[:-1], [(len(ctx), cont)]))
+    return runs, owner
+
+
+def _pad(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _loglik_unshared(model, tokenizer, runs, batch_size: int, max_length: int, device) -> list[list[float]]:
+    """Every run as one full sequence, longest first, right-padded in batches (left-truncated to ``max_length``)."""
+    import torch
+
     loglik: list[list[float]] = [[] for _ in runs]
-    was_training = model.training
-    model.eval()
     order = sorted(range(len(runs)), key=lambda i: -len(runs[i][0]))
-    with torch.no_grad():
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        seqs = []
+        for i in chunk:
+            ids = runs[i][0]
+            cut = max(0, len(ids) - max_length)  # left-truncate like lm-eval
+            seqs.append((ids[cut:], cut))
+        width = max(len(s) for s, _ in seqs)
+        input_ids = torch.full((len(seqs), width), _pad(tokenizer), dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, (s, _) in enumerate(seqs):
+            input_ids[row, : len(s)] = torch.tensor(s)
+            mask[row, : len(s)] = 1
+        logprobs = torch.log_softmax(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float(), -1).cpu()
+        for row, i in enumerate(chunk):
+            cut = seqs[row][1]
+            for pos, cont in runs[i][1]:
+                total = 0.0
+                for j, tok in enumerate(cont):
+                    total += float(logprobs[row, pos - 1 - cut + j, tok])
+                loglik[i].append(total)
+    return loglik
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for k in range(n):
+        t = first[k]
+        if any(s[k] != t for s in seqs):
+            return k
+    return n
+
+
+def _loglik_shared(model, tokenizer, runs, groups: dict[str, list[int]], batch_size: int, max_length: int, device) -> list[list[float]]:
+    """The same log-likelihoods with each group's (subject's) common token prefix run once and reused as a KV cache.
+
+    A group's prefix is the longest common prefix of its runs' token ids (so the header and the
+    five dev examples, up to where the questions' tokens diverge), capped one token before the
+    first scored position.  Each batch of a group's suffixes (longest first, right-padded) attends
+    to a copy of the prefix cache repeated over the batch, at positions ``P, P+1, ..``, exactly as
+    in the full sequence.  Groups with a sequence longer than ``max_length`` (which the unshared
+    path would left-truncate) and groups whose prefix would be empty go through the unshared path.
+    """
+    import copy
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft-wrapped or not
+    name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"  # transformers >= 5.24: "cache"
+    loglik: list[list[float]] = [[] for _ in runs]
+    fallback: list[int] = []
+    for members in groups.values():
+        ids = [runs[i][0] for i in members]
+        first_scored = min(pos for i in members for pos, _ in runs[i][1])
+        n_prefix = min(_common_prefix(ids), first_scored - 1)
+        if n_prefix < 1 or max(len(x) for x in ids) > max_length:
+            fallback += members
+            continue
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids[0][:n_prefix]], device=device), use_cache=True)
+            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        order = sorted(members, key=lambda i: -len(runs[i][0]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            seqs = []
-            for i in chunk:
-                ids = runs[i][0]
-                cut = max(0, len(ids) - max_length)  # left-truncate like lm-eval
-                seqs.append((ids[cut:], cut))
-            width = max(len(s) for s, _ in seqs)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, (s, _) in enumerate(seqs):
-                input_ids[row, : len(s)] = torch.tensor(s)
-                mask[row, : len(s)] = 1
-            logprobs = torch.log_softmax(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float(), -1).cpu()
+            tails = [runs[i][0][n_prefix:] for i in chunk]
+            width = max(len(t) for t in tails)
+            input_ids = torch.full((len(tails), width), _pad(tokenizer), dtype=torch.long)
+            mask = torch.zeros((len(tails), n_prefix + width), dtype=torch.long)
+            mask[:, :n_prefix] = 1
+            for row, t in enumerate(tails):
+                input_ids[row, : len(t)] = torch.tensor(t)
+                mask[row, n_prefix : n_prefix + len(t)] = 1
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(tails))
+            positions = torch.arange(n_prefix, n_prefix + width).unsqueeze(0).expand(len(tails), -1)
+            out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                        use_cache=True, **{name: past})
+            logprobs = torch.log_softmax(out.logits.float(), -1).cpu()
             for row, i in enumerate(chunk):
-                cut = seqs[row][1]
                 for pos, cont in runs[i][1]:
                     total = 0.0
                     for j, tok in enumerate(cont):
-                        total += float(logprobs[row, pos - 1 - cut + j, tok])
+                        total += float(logprobs[row, pos - 1 - n_prefix + j, tok])
                     loglik[i].append(total)
-    if was_training:
-        model.train()
+    if fallback:
+        rest = _loglik_unshared(model, tokenizer, [runs[i] for i in fallback], batch_size, max_length, device)
+        for i, values in zip(fallback, rest):
+            loglik[i] = values
+    return loglik
+
+
+def score(model, tokenizer, benchmark: Benchmark, k: int = 5, batch_size: int = 16, max_length: int | None = None,
+          share_prefix: bool = False) -> MMLUResult:
+    """Score ``model`` on ``benchmark`` with Hendrycks' k-shot protocol (argmax log-prob of " A".." D").
+
+    ``share_prefix``: run each subject's common prompt prefix (header + k dev examples) once and
+    reuse its KV cache for the subject's questions (``_loglik_shared``); the same token sequences
+    are scored, so log-likelihoods agree with the default path up to float rounding (a test checks
+    predictions are identical).  It needs a model that takes ``past_key_values`` (transformers
+    causal LMs, peft-wrapped or not).  Default off: the recorded numbers come from the full-sequence path.
+    """
+    import torch
+
+    if not isinstance(benchmark, Benchmark):
+        raise TypeError(f"benchmark must be a nora.experiments.llm.corpus.Benchmark, got {type(benchmark).__name__}")
+    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+    device = next(model.parameters()).device
+    items = []  # (question, [(ctx_ids, cont_ids) per letter])
+    ids: list[str] = []
+    for subject, questions in benchmark.test.items():
+        for index, q in enumerate(questions):
+            text = prompt(benchmark.dev[subject], q, k)
+            items.append((q, [_encode_pair(tokenizer, text, f" {letter}") for letter in LETTERS]))
+            ids.append(f"{subject}/{index}")
+    runs, owner = _runs(items)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if share_prefix:
+                groups: dict[str, list[int]] = defaultdict(list)  # subject -> its runs
+                for n, (q, _) in enumerate(items):
+                    groups[q.subject] += dict.fromkeys(owner[4 * n + letter][0] for letter in range(4))
+                loglik = _loglik_shared(model, tokenizer, runs, dict(groups), batch_size, max_length, device)
+            else:
+                loglik = _loglik_unshared(model, tokenizer, runs, batch_size, max_length, device)
+    finally:
+        if was_training:
+            model.train()
     preds, k_ = [], 0
     for _ in items:
         lls = [loglik[owner[k_ + letter][0]][owner[k_ + letter][1]] for letter in range(4)]
@@ -164,8 +279,29 @@ def score(model, tokenizer, benchmark: Benchmark, k: int = 5, batch_size: int = 
         preds.append(max(range(4), key=lambda j: (lls[j], -j)))  # argmax, first on ties (numpy's rule)
     return MMLUResult(
         subjects=[q.subject for q, _ in items], categories=[q.category for q, _ in items],
-        predictions=preds, answers=[q.answer for q, _ in items],
+        predictions=preds, answers=[q.answer for q, _ in items], question_ids=ids,
     )
+
+
+def correctness_matrix(results: Sequence[MMLUResult]):
+    """``(matrix, categories, question_ids)``: the 0/1 correctness of each result as one row, after checking they are aligned.
+
+    Every result must score the same questions in the same order (same ``question_ids``), as
+    ``score`` does for one benchmark; the rows are then the ``a`` / ``b`` arrays of
+    ``nora.experiments.llm.power`` (seeds × questions).
+    """
+    import numpy as np
+
+    results = list(results)
+    if not results or not all(isinstance(r, MMLUResult) for r in results):
+        raise ValueError("results must be a non-empty sequence of MMLUResult")
+    ref = results[0]
+    for n, r in enumerate(results[1:], 1):
+        if r.question_ids != ref.question_ids:
+            raise ValueError(f"results[{n}] scores other questions (or another order) than results[0]: question_ids differ")
+        if r.categories != ref.categories:
+            raise ValueError(f"results[{n}] has other category labels than results[0]")
+    return np.array([r.correct_array() for r in results]), np.array(ref.categories), list(ref.question_ids)
 
 
 # ----------------------------------------------------------------------------------------- lm-eval
