@@ -199,6 +199,17 @@ def _small_bench(world, keep=("chemistry", "philosophy", "sociology", "nutrition
                      categories={s: full.categories[s] for s in keep})
 
 
+def _base_and_moved_plus(tokenizer, seed):
+    """A tiny LLaMA and a NoRA++ copy of it whose trainable parameters are moved off their zero start."""
+    base = tiny_llama(len(tokenizer), seed=seed)
+    plus = instruct.adapt(base, "nora++", 0, lora={"rank": 2, "alpha": 4})
+    with torch.no_grad():
+        for p in plus.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    return base, plus
+
+
 def test_evaluate_keeps_per_question_correctness_aligned_across_models(world, tokenizer):
     import numpy as np
 
@@ -206,12 +217,7 @@ def test_evaluate_keeps_per_question_correctness_aligned_across_models(world, to
 
     bench = _small_bench(world)
     cfg = {"eval_batch_size": 8}
-    base = tiny_llama(len(tokenizer), seed=1)
-    plus = instruct.adapt(base, "nora++", 0, lora={"rank": 2, "alpha": 4})
-    with torch.no_grad():
-        for p in plus.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
+    base, plus = _base_and_moved_plus(tokenizer, seed=1)
     rows, results = [], []
     for model in (base, plus):
         row = experiment.evaluate(model, tokenizer, "smoke", cfg, bench)
@@ -234,12 +240,7 @@ def test_evaluate_keeps_per_question_correctness_aligned_across_models(world, to
 
 def test_shared_prefix_kv_cache_scores_like_full_sequences(world, tokenizer):
     bench = _small_bench(world)
-    base = tiny_llama(len(tokenizer), seed=2)
-    plus = instruct.adapt(base, "nora++", 0, lora={"rank": 2, "alpha": 4})
-    with torch.no_grad():
-        for p in plus.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
+    base, plus = _base_and_moved_plus(tokenizer, seed=2)
     for model in (base, plus):  # plain transformers and peft-wrapped NoRA++
         full = mmlu.score(model, tokenizer, bench, k=5, batch_size=3)
         shared = mmlu.score(model, tokenizer, bench, k=5, batch_size=3, share_prefix=True)
