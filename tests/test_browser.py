@@ -133,6 +133,8 @@ def test_site_has_the_toc_pages(site: Path):
     pages = _pages(site)
     for page in ("index.html", "book/intro.html", "book/reproduce.html", "book/results.html", METHOD_PAGE):
         assert page in pages, f"{page} missing from the built site"
+    # index.html is a bare redirect with no <link rel="icon">: browsers then ask for /favicon.ico
+    assert (site / "favicon.ico").is_file(), "favicon.ico missing from the site root"
 
 
 def test_every_page_loads_offline_without_console_errors(site, server, driver):
