@@ -352,7 +352,10 @@ def test_site_config_is_offline_and_strict():
     sphinx = cfg["sphinx"]["config"]
     assert "_static" not in sphinx.get("html_static_path", [])
     extra = sphinx["html_extra_path"]
-    assert extra == [book.MATHJAX_SITE_DIR.parent.as_posix()]
+    # The vendored MathJax, and book/_root's favicon.ico for the site root (index.html is a bare
+    # redirect without <link rel=icon>, so browsers ask for /favicon.ico there).
+    assert extra == [book.MATHJAX_SITE_DIR.parent.as_posix(), "book/_root"]
+    assert (ROOT / "book/_root/favicon.ico").is_file()
     # Sphinx serves a relative script from "_static/<path>": it must land on <site>/mathjax/.
     assert posixpath.normpath(posixpath.join("_static", sphinx["mathjax_path"])) == "mathjax/tex-chtml.js"
     launch = cfg["launch_buttons"]
