@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nora.experiments.augment import random_shift
 from nora.experiments.data.tasks import Task
 
 __all__ = ["SmallCNN", "cnn_accuracy", "cnn_search", "knn_accuracy"]
@@ -88,9 +89,7 @@ def cnn_accuracy(task: Task, *, lr: float = 2e-3, seed: int = 0, min_steps: int 
             perm = torch.randperm(len(ytr), generator=gen)
             for i in range(0, len(ytr), batch_size):
                 idx = perm[i:i + batch_size]
-                padded = nn.functional.pad(xtr[idx], (1, 1, 1, 1), value=background)
-                dx, dy = torch.randint(0, 3, (2,), generator=gen).tolist()
-                x = padded[:, :, dy:dy + size, dx:dx + size]
+                x = random_shift(xtr[idx], 1, gen, background)
                 for g in opt.param_groups:
                     g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
                 loss = nn.functional.cross_entropy(model(x), ytr[idx])

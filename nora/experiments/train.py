@@ -10,7 +10,8 @@ rate of its own, on the same schedule: NoRA's coefficients and its head want dif
 follows a linear warm-up (``warmup_epochs``, may be fractional; 0 = none) and then a cosine decay
 to ``min_lr`` over all steps, updated every step.  The train curve is the running accuracy over
 each epoch's batches (model in train mode, as the batches go by: no extra pass); the test curve is
-a full evaluation after every ``eval_every`` epochs (and always after the last).  ``amp=True``
+a full evaluation after every ``eval_every`` epochs (and always after the last).  ``shift`` > 0
+moves each training batch by a random offset of up to that many pixels (``nora.experiments.augment``).  ``amp=True``
 uses autocast (bf16 on CPU and on GPUs that support it, else fp16 with a gradient scaler).
 
 A run is determined by the model's initial state, the data, the config and ``seed`` (which seeds
@@ -31,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from nora.experiments.augment import random_shift
 
 __all__ = ["THREADS_ENV", "TrainConfig", "TrainResult", "configure_threads", "evaluate", "train"]
 
@@ -54,6 +57,7 @@ class TrainConfig:
     num_workers: int = 0
     grad_clip: float | None = None
     head_lr: float | None = None
+    shift: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -77,6 +81,8 @@ class TrainConfig:
         if self.head_lr is not None and (not isinstance(self.head_lr, (int, float)) or isinstance(self.head_lr, bool)
                                          or not math.isfinite(self.head_lr) or self.head_lr <= 0):
             raise ValueError(f"head_lr must be None or a finite number > 0, got {self.head_lr!r}")
+        if not isinstance(self.shift, int) or isinstance(self.shift, bool) or self.shift < 0:
+            raise ValueError(f"shift must be an int >= 0 (pixels), got {self.shift!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be a bool, got {self.amp!r}")
         if not isinstance(self.device, str) or not self.device:
@@ -197,6 +203,7 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset | None, conf
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
+    shifts = torch.Generator().manual_seed(seed)  # its own stream: shift=0 leaves the batch order as it was
     loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen,
                         num_workers=config.num_workers, drop_last=False)
     model.to(config.device)
@@ -216,6 +223,7 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset | None, conf
         correct = seen = 0
         loss_sum = 0.0
         for images, labels in loader:
+            images = random_shift(images, config.shift, shifts)
             images, labels = images.to(config.device), labels.to(config.device)
             rate = _lr_at(step, total_steps, warmup, config)
             for group in optimizer.param_groups:  # the head's group (head_lr) on the same schedule, scaled
