@@ -11,6 +11,8 @@ function and its arguments picklable (a ``Task``, a ``TrainConfig``, dicts of ov
 Workers start with this process's logger levels and warning filters (a notebook that silences a
 library's notice silences it in its workers too).  ``workers`` defaults to ``$NORA_WORKERS``, else torch's thread count in this process (what the
 book runner's ``NORA_THREADS`` gives each notebook); 1 runs in this process, one job at a time.
+With ``$NORA_RUN_CACHE`` set, finished jobs are kept there and not run again
+(``nora.experiments.run_store``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -57,11 +60,16 @@ def _start_worker(levels: dict[str, int], filters: list) -> None:
     warnings.filters[:] = filters
 
 
-def _call_on_one_thread(fn: Callable[..., Any], job: Mapping[str, Any]) -> Any:
+def _timed(fn: Callable[..., Any], job: Mapping[str, Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return fn(**job), time.perf_counter() - start
+
+
+def _call_on_one_thread(fn: Callable[..., Any], job: Mapping[str, Any]) -> tuple[Any, float]:
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return fn(**job)
+        return _timed(fn, job)
     finally:
         torch.set_num_threads(saved)
 
@@ -76,20 +84,41 @@ def run_parallel(fn: Callable[..., Any], jobs: Iterable[Mapping[str, Any]], *, w
     """
     from tqdm.auto import tqdm
 
+    from nora.experiments import run_store
+
     jobs = [dict(job) for job in jobs]
     workers = default_workers() if workers is None else workers
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
-    if workers == 1 or len(jobs) <= 1:
-        return [_call_on_one_thread(fn, job) for job in tqdm(jobs, desc=desc, mininterval=10)]
     results: list[Any] = [None] * len(jobs)
+    store = run_store.store_from_env()
+    keys = [run_store.job_key(fn, job) for job in jobs] if store is not None else [None] * len(jobs)
+    todo = []
+    for i, key in enumerate(keys):
+        found, value = store.get(key) if store is not None else (False, None)
+        if found:
+            results[i] = value
+        else:
+            todo.append(i)
+    if store is not None:
+        run_store.note_used(keys)
+
+    def finish(i: int, value: Any, seconds: float) -> None:
+        results[i] = value
+        if store is not None and not isinstance(value, run_store.Failed):
+            store.put(keys[i], value, seconds)
+
+    if workers == 1 or len(todo) <= 1:
+        for i in tqdm(todo, desc=desc, mininterval=10):
+            finish(i, *_call_on_one_thread(fn, jobs[i]))
+        return results
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_start_worker,
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_start_worker,
                              initargs=(_logger_levels(), list(warnings.filters))) as pool:
-        futures = {pool.submit(fn, **job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(_timed, fn, jobs[i]): i for i in todo}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc, mininterval=10):
-                results[futures[future]] = future.result()
+                finish(futures[future], *future.result())
         except BaseException:
             for future in futures:
                 future.cancel()
