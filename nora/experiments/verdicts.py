@@ -23,8 +23,8 @@ Z = 2.0  # standard errors a seeded difference must clear
 
 __all__ = [
     "FAILS", "HOLDS", "INCONCLUSIVE", "UNTESTABLE", "VERDICTS", "Z",
-    "AllOf", "Best", "Criterion", "Exceeds", "Flag", "Gain", "Majority", "Missing", "NotTestable", "Outcome",
-    "Ratio", "Values", "Within", "ZeroMean", "fmt",
+    "AllOf", "Best", "Criterion", "Exceeds", "Flag", "Gain", "Gate", "Majority", "Missing", "NotTestable", "Outcome",
+    "Ratio", "Regime", "Values", "Within", "ZeroMean", "fmt",
 ]
 
 
@@ -354,6 +354,57 @@ class AllOf(Criterion):
         missing = [o.reason for o in outs if o.verdict == UNTESTABLE]
         reasons = "; ".join(missing) if verdict == UNTESTABLE else "; ".join(f"{o.verdict}: {o.reason}" for o in outs)
         return Outcome(verdict, ours, reasons)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A regime gate: ``a`` (minus ``b`` when given) inside [lo, hi], on recorded means; ``name`` as the chapter prints it."""
+
+    name: str
+    a: str
+    b: str | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    def keys(self) -> tuple[str, ...]:
+        return (self.a,) + ((self.b,) if self.b else ())
+
+    def holds(self, v: Values) -> bool:
+        x = v.num(self.a) - (v.num(self.b) if self.b else 0.0)
+        return (self.lo is None or x >= self.lo) and (self.hi is None or x <= self.hi)
+
+
+@dataclass(frozen=True)
+class Regime(Criterion):
+    """``inner``, decided only where the setting could show the claim either way.
+
+    When one of ``gates`` (the regime gates of the task the comparison runs on) fails, a "holds" or
+    "fails" of ``inner`` is reported as inconclusive, with the gate named and the comparison's own
+    verdict kept in the reason: a verdict is only worth printing where the setting could have
+    shown the claim holding. ``where`` names the task in the reason (e.g. "mnist20").
+    """
+
+    inner: Criterion
+    gates: Sequence[Gate]
+    where: str = ""
+
+    def keys(self):
+        return tuple(self.inner.keys()) + tuple(k for g in self.gates for k in g.keys())
+
+    def words(self):
+        return f"{self.inner.words()}, where the task's regime gates hold"
+
+    def judge(self, v):
+        out = self.inner.evaluate(v._values)
+        if out.verdict not in (HOLDS, FAILS):
+            return out
+        failing = [g.name for g in self.gates if not g.holds(v)]
+        if not failing:
+            return out
+        where = f" on {self.where}" if self.where else ""
+        reason = (f"regime gate{'s' if len(failing) > 1 else ''} {', '.join(failing)} fail{'' if len(failing) > 1 else 's'}"
+                  f"{where}, so the setting cannot decide; the comparison alone {out.verdict}: {out.reason}")
+        return Outcome(INCONCLUSIVE, out.ours, reason, out.short)
 
 
 @dataclass(frozen=True)

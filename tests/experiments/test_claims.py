@@ -11,7 +11,7 @@ import pytest
 
 from nora.experiments import claims as registry
 from nora.experiments.verdicts import (FAILS, HOLDS, INCONCLUSIVE, UNTESTABLE, VERDICTS, AllOf, Best, Exceeds, Flag,
-                                       Gain, Majority, NotTestable, Ratio, Within, ZeroMean, fmt)
+                                       Gain, Gate, Majority, NotTestable, Ratio, Regime, Values, Within, ZeroMean, fmt)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,3 +174,33 @@ def test_the_registry_evaluates_on_the_book_results():
         assert out.verdict == UNTESTABLE or out.ours != "—", claim.id
     assert registry.evaluate({})[0][1].verdict == UNTESTABLE  # no results at all: never a crash
     assert {c.chapter for c in registry.by_chapter("04_vit_transfer")} == {"04_vit_transfer"}
+
+
+# ------------------------------------------------------------------------------ regime gates
+
+
+def test_a_failing_regime_gate_turns_a_decided_comparison_inconclusive():
+    gate = Gate("full − probe", "full", "probe", hi=10)
+    crit = Regime(Exceeds("a", "b", ("A", "B")), (gate,), "the hard task")
+    decided = {**_pair(20, 0.1, 10, 0.1, n=3), "full": 90.0}
+    assert crit.evaluate({**decided, "probe": 85.0}).verdict == HOLDS  # gate holds: the comparison decides
+    out = crit.evaluate({**decided, "probe": 75.0})
+    assert out.verdict == INCONCLUSIVE
+    assert "full − probe fails on the hard task" in out.reason and "alone holds" in out.reason
+    assert out.ours.startswith("A 20.00")  # the numbers stay shown
+    undecided = {**_pair(10.1, 1, 10, 1, n=3), "full": 90.0, "probe": 75.0}
+    assert crit.evaluate(undecided).verdict == INCONCLUSIVE
+    assert "regime" not in crit.evaluate(undecided).reason  # nothing to withhold
+    missing = crit.evaluate(decided)  # the gate's own keys are needed, as any criterion's
+    assert missing.verdict == UNTESTABLE and "probe" in missing.reason
+    assert Gate("in range", "x", lo=70, hi=95).holds(Values({"x": 96.0})) is False
+
+
+def test_the_registrys_regime_gates_are_the_ones_chapter_04_recorded():
+    """The gates the registry recomputes from the means fail exactly where chapter 04's own table said NO."""
+    values = json.loads((ROOT / "results" / "book" / "04_vit_transfer.json").read_text())["values"]
+    failing = {f"{g.name} ({values[f'{task}_task']})" for task in ("easy", "hard") for g in registry._regime(task)
+               if not g.holds(Values(values))}
+    recorded = {part.strip() for part in values["gates_failed"].split(";")} - {"none"}
+    assert failing == recorded
+    assert values["gates_hold"] is (not failing)

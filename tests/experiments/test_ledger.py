@@ -22,7 +22,10 @@ def test_results_page_is_the_ledger_then_every_key(tmp_path: Path):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "04_vit_transfer.ipynb").write_text("{}")
     results.record("04_vit_transfer", "book", {"easy_acc_nora": 58.72, "easy_acc_nora_std": 0.98, "easy_acc_full": 81.56,
-                                               "easy_acc_full_std": 1.45, "seeds": 3, "ratio": 0.12345678901234567},
+                                               "easy_acc_full_std": 1.45, "seeds": 3, "ratio": 0.12345678901234567,
+                                               # the easy task's regime gates, all holding
+                                               "easy_acc_scratch": 50.0, "easy_acc_probe": 75.0, "easy_ceiling": 85.0,
+                                               "easy_acc_lora": 80.0},
                    out_dir=tmp_path / "results", paper={"easy_acc_nora": 90.88})
     results.record("04_vit_transfer", "paper", {"easy_acc_nora": 90.1}, out_dir=tmp_path / "results")
     stored = tmp_path / "results" / "book" / "04_vit_transfer.json"
