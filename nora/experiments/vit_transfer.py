@@ -47,35 +47,42 @@ VIT_TRANSFER_LR_GRID = {"full": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3), "scratch": (3e-5
 
 # The chapter's sizes per profile: nora.experiments.profiles.settings("04_vit_transfer", profile) merges
 # PROFILES[profile] over the defaults.
-# epochs / eval_every: per task role ("easy", "hard"), so that both tasks get about 220 optimiser
-# steps (mnist10-20shot has 7 batches an epoch, mnist20 38; the issue-16 pilot's probe gained < 0.5
-# points from 190 steps to 200 epochs): long enough that full fine-tuning and the PEFT methods have
-# converged (the chapter's learning curves and last-interval gains show it); the paper: 50 epochs,
-# batch 256, AdamW, cosine, wd 0.05, AMP (Appendix C); test accuracy after every n-th epoch (and the last);
+# epochs / eval_every: per task role ("easy", "hard"): mnist10-20shot 30 epochs of 7 batches (210
+# optimiser steps), mnist20 12 of 38 (456): long enough that full fine-tuning and the PEFT methods have
+# converged with the shifts below (the chapter's learning curves and last-interval gains show it; the
+# issue-16 pilot, full fine-tuning seed 0 with shifts: mnist20 87.4 % after 228 steps, 90.2 after 456;
+# mnist10-20shot 91.7 after 210, 91.2 after 420); the paper: 50 epochs, batch 256, AdamW, cosine,
+# wd 0.05, AMP (Appendix C); test accuracy after every n-th epoch (and the last);
+# shift: every training batch moved by a random offset of up to this many pixels
+# (nora.experiments.augment), the augmentation the small-CNN ceiling trains with, so that the ceiling
+# gate compares like with like (the paper trains on CIFAR with its usual augmentation); the pilot
+# without it: full fine-tuning 85.4 % on mnist10-20shot against 89.1 with it (same rate, steps, seed);
 # train_per_class / test_per_class: cap per class (None = the whole task);
 # lr_grid: the learning rates tried per method, on one seed, on a val_fraction split of the
-# search_task's training set, with the search task's epochs (the same number of rates and epochs
-# for every method); "scratch" is full fine-tuning from random weights (the no-pre-training
-# reference), "probe" the head alone on the frozen backbone;
+# training set, with that task's epochs (the same number of rates and epochs for every method);
+# search_task "each": every task searches on its own split (the pilot: full fine-tuning's best rate
+# differs between the tasks, 3e-4 on the 20-shot task at 91.7 % against 89.1 at mnist20's 1e-3), a
+# task name: that task's search decides for both; "scratch" is full fine-tuning from random weights
+# (the no-pre-training reference), "probe" the head alone on the frozen backbone;
 # far_backbone / far_methods: the far-transfer contrast (the 6-block shapes backbone), None: none;
 # ceilings: measure the k-NN and small-CNN ceilings of both tasks (ceiling_lr_grid: the CNN's rates,
 # ceiling_min_steps: its optimiser steps at least).
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"epochs": {"easy": 1, "hard": 1}, "eval_every": {"easy": 1, "hard": 1}, "batch_size": 32, "amp": False,
-              "train_per_class": 4, "test_per_class": 4, "search_task": "mnist20", "val_fraction": 0.25,
+              "shift": 1, "train_per_class": 4, "test_per_class": 4, "search_task": "each", "val_fraction": 0.25,
               "lr_grid": {"full": (3e-4, 1e-3), "scratch": (3e-4, 1e-3), "probe": (1e-2, 3e-2), "vpt": (3e-3, 1e-2),
                           "adapter": (1e-3, 3e-3), "lora": (3e-3, 1e-2), "lora_all": (3e-3, 1e-2),
                           "qlora": (3e-3, 1e-2), "dora": (3e-3, 1e-2), "nora": (1e-2, 3e-2), "nora++": (3e-3, 1e-2),
                           "loran": (3e-3, 1e-2)},
               "far_backbone": "shapes", "far_methods": ("probe", "full", "nora"), "ceilings": True,
               "ceiling_lr_grid": (1e-3, 3e-3), "ceiling_min_steps": 20},
-    "book": {"epochs": {"easy": 30, "hard": 6}, "eval_every": {"easy": 10, "hard": 2}, "batch_size": 32, "amp": False,
-             "train_per_class": None, "test_per_class": None, "search_task": "mnist20", "val_fraction": 0.2,
+    "book": {"epochs": {"easy": 30, "hard": 12}, "eval_every": {"easy": 10, "hard": 2}, "batch_size": 32, "amp": False,
+             "shift": 1, "train_per_class": None, "test_per_class": None, "search_task": "each", "val_fraction": 0.2,
              "lr_grid": VIT_TRANSFER_LR_GRID, "far_backbone": "shapes",
              "far_methods": ("probe", "full", "lora", "nora", "nora++"), "ceilings": True,
              "ceiling_lr_grid": (1e-3, 3e-3), "ceiling_min_steps": 1500},
     "paper": {"epochs": {"easy": 50, "hard": 50}, "eval_every": {"easy": 1, "hard": 1}, "batch_size": 256, "amp": True,
-              "num_workers": 8, "train_per_class": None, "test_per_class": None, "search_task": "cifar100",
+              "shift": 0, "num_workers": 8, "train_per_class": None, "test_per_class": None, "search_task": "cifar100",
               "val_fraction": 0.1, "lr_grid": VIT_TRANSFER_LR_GRID, "far_backbone": None, "far_methods": (),
               "ceilings": False, "ceiling_lr_grid": (1e-3, 3e-3), "ceiling_min_steps": 1500},
 }
@@ -120,7 +127,7 @@ def fine_tune(method: str, task: Task, config: TrainConfig, *, profile: str, see
     counts = parameter_counts(model)
     result = train(model, task.train, task.test, config, seed=seed, progress=progress,
                    desc=desc or f"{method} {task.name} seed {seed}")
-    result.extra.update(method=method, task=task.name, seed=seed, **counts)
+    result.extra.update(method=method, task=task.name, seed=seed, device=str(config.device), **counts)
     return (result, model) if return_model else result
 
 
