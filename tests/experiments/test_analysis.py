@@ -390,4 +390,5 @@ def test_book_grids_are_centred_on_chapter_04s_choices():
         assert grid[1] == pytest.approx(chosen[f"lr_{key.get(method, method)}"]), method
     assert set(book["lr_grid"]) == {"probe", *book["methods"]} and book["task"] == "mnist20"
     train = downstream_tasks("book")[book["task"]].train
-    assert book["epochs"] * -(-len(train) // book["batch_size"]) == 228      # chapter 04's hard-task schedule
+    assert book["epochs"] * -(-len(train) // book["batch_size"]) == 456      # chapter 04's hard-task schedule
+    assert book["epochs"] == chosen["epochs_hard"] and book["shift"] == chosen["shift"]
