@@ -527,7 +527,7 @@ def stamp(root: Path, profile: str | None, only: str | None = None) -> list[str]
 
     from nora.experiments.profiles import settings
     from nora.experiments.results import PARAMETERS_KEY
-    from nora.experiments.runcache import stamp_record, write_record
+    from nora.experiments.runcache import read_record, stamp_record, write_record
 
     profile = resolve_profile(profile)
     notebooks = find_notebooks(root, only)
@@ -550,7 +550,7 @@ def stamp(root: Path, profile: str | None, only: str | None = None) -> list[str]
             names = [k for k in notebook_parameters(Path(job.source)) if k != "profile"]
             cfg = settings(job.name, profile)
             extra[PARAMETERS_KEY] = json.loads(json.dumps({"profile": profile, **{k: cfg[k] for k in names if k in cfg}}))
-        write_record(results, stamp_record(nb, profile, CHAPTERS.get(job.name)), extra)
+        write_record(results, stamp_record(nb, profile, CHAPTERS.get(job.name), previous=read_record(results)), extra)
         done.append(job.name)
     return done
 

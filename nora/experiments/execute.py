@@ -403,7 +403,10 @@ TRACE_END = """\
 # nora-runner: which files under the package this run imported and opened (the runner removes this cell)
 def _nora_trace(path, package, opened):
     import json, os, sys
-    seen = {getattr(m, "__file__", None) for m in list(sys.modules.values())} | set(opened)
+    imported = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    # a .py file acts on a run only by being imported: one merely read (the run store hashing all of the
+    # package's code, inspect reading a source) is not an input
+    seen = imported | {s for s in opened if not str(s).endswith(".py")}
     keep = sorted(p for p in (os.path.realpath(s) for s in seen if isinstance(s, str)) if p.startswith(package + os.sep))
     with open(path, "w") as f:
         json.dump({"paths": keep, "cwd": os.getcwd()}, f)

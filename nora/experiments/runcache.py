@@ -144,15 +144,28 @@ def stamp_files(nb, chapter_module: str | None = None, package: Path = PACKAGE) 
     return sorted(rel for rel in (p.relative_to(package.parent).as_posix() for p in hits) if rel not in BUILD_TIME)
 
 
-def stamp_record(nb, profile: str, chapter_module: str | None = None, package: Path = PACKAGE) -> dict[str, Any]:
-    """A ``_run`` entry for results made by an earlier run of this very code (no times: nothing ran)."""
+RUN_FACTS = ("finished", "wall_seconds", "cpu_seconds", "threads", "jobs", "versions")  # what a stamp keeps of a run
+
+
+def stamp_record(nb, profile: str, chapter_module: str | None = None, package: Path = PACKAGE,
+                 previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``_run`` entry for results made by an earlier run of this very code (no times of its own: nothing ran).
+
+    When ``previous`` (the record being replaced) is a run's, or a stamp that kept one, its times and
+    versions stay under ``last_run``: restamping after an unrelated change keeps what the run cost.
+    """
     from nora.experiments.execute import _versions
 
     files = {rel: _hash(package.parent / rel) for rel in stamp_files(nb, chapter_module, package)}
     run_inputs = inputs(code_digest(nb), profile, {}, files)
-    return {"how": "stamp", "digest": digest(run_inputs), "inputs": run_inputs,
-            "stamped": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions()}
+    record = {"how": "stamp", "digest": digest(run_inputs), "inputs": run_inputs,
+              "stamped": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "versions": _versions()}
+    if previous and previous.get("how") == "run":
+        record["last_run"] = {k: previous[k] for k in RUN_FACTS if k in previous}
+    elif previous and previous.get("last_run"):
+        record["last_run"] = previous["last_run"]
+    return record
 
 
 def write_record(results: Path, record: dict[str, Any], extra: dict[str, Any] | None = None) -> None:

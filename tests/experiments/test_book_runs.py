@@ -204,6 +204,18 @@ def test_stamp_records_todays_inputs_for_results_made_before(tmp_path: Path, cap
     assert runcache.stale_reason(data["_run"], nb, "smoke", {}) is None
     assert book.main(["--root", str(root), "run", "--profile", "smoke"]) == 0
     assert "01_pass: up to date (stamped " in capsys.readouterr().out
+    assert "last_run" not in data["_run"]  # nothing ran before the first stamp
+    # restamping a real run's record keeps what the run cost
+    run_facts = {"how": "run", "finished": "2026-12-04T09:12:13+00:00", "wall_seconds": 4906.2, "cpu_seconds": 9565.1,
+                 "threads": 2, "jobs": 1, "versions": {"torch": "x"}}
+    stored.write_text(json.dumps({**data, "_run": {**data["_run"], **run_facts}}))
+    assert book.main(["--root", str(root), "stamp", "--profile", "smoke"]) == 0
+    restamped = json.loads(stored.read_text())["_run"]
+    assert restamped["how"] == "stamp" and restamped["last_run"]["wall_seconds"] == 4906.2
+    assert restamped["last_run"]["finished"] == run_facts["finished"]
+    assert book.main(["--root", str(root), "stamp", "--profile", "smoke"]) == 0  # and a stamp of a stamp too
+    assert json.loads(stored.read_text())["_run"]["last_run"]["cpu_seconds"] == 9565.1
+    capsys.readouterr()
 
     _notebook(root / "notebooks" / "02_never_run.ipynb", [(["parameters"], PARAMS)])
     assert book.main(["--root", str(root), "stamp", "--profile", "smoke", "--only", "02"]) == 2
@@ -223,6 +235,30 @@ def test_used_files_take_siblings_and_whole_checkpoints(tmp_path: Path):
     assert used == ["nora/__init__.py", "nora/experiments/checkpoints/vit-book.json",
                     "nora/experiments/checkpoints/vit-book.safetensors", "nora/inits.json", "nora/kernels/__init__.py",
                     "nora/kernels/k.cpp"]
+
+
+def test_the_trace_counts_python_files_it_imported_not_ones_it_only_read(tmp_path: Path):
+    """The run store hashes every module of the package: reading a .py file must not make it a run's input."""
+    import json
+    import sys
+
+    package = tmp_path / "tracedpkg"
+    package.mkdir()
+    for name in ("imported_mod.py", "only_read.py", "table.json"):
+        (package / name).write_text("x = 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import tracedpkg.imported_mod  # noqa: F401  (a module the run really uses)
+
+        trace = tmp_path / "trace.json"
+        code = execute.TRACE_END.replace("TRACE_PATH", repr(str(trace))).replace("PACKAGE_DIR", repr(str(package)))
+        exec(code, {"_nora_opened": {str(package / "only_read.py"), str(package / "table.json")}})
+        paths = json.loads(trace.read_text())["paths"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("tracedpkg.imported_mod", None)
+        sys.modules.pop("tracedpkg", None)
+    assert sorted(p.rsplit("/", 1)[-1] for p in paths) == ["imported_mod.py", "table.json"]
 
 
 # ------------------------------------------------------------------------------------ --jobs
