@@ -228,3 +228,13 @@ def test_bad_input_names_the_field():
     with pytest.raises(ValueError, match="no t d.f."):
         half_width(COMP, 100, 1)
     assert power.__all__ == sorted(power.__all__)
+
+
+def test_identical_methods_give_a_zero_width_design_not_an_error():
+    """Two models that answer every question alike (a smoke run's untrained adapters): no variance, nothing to size."""
+    same = np.tile(np.array([1.0, 0.0, 1.0, 0.0]), (2, 1))
+    comp = power.decompose(same, same)
+    assert comp.variance(4, 2) == 0
+    assert power.half_width(comp, 4, 2) == 0.0 and power.minimum_detectable_effect(comp, 4, 2) == 0.0
+    design = power.required_design(comp, 0.5)
+    assert design.best is not None and design.best.half_width == 0.0

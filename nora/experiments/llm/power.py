@@ -430,6 +430,8 @@ def half_width(components: VarianceComponents, n_questions: int, n_seeds: int, *
     comp = _check_components(components)
     level = _check_prob("level", level)
     var = comp.variance(n_questions, n_seeds)
+    if var == 0:  # no variation at all (two identical models): the interval is a point, whatever the d.f.
+        return 0.0
     return _critical(comp, n_questions, n_seeds, 0.5 + level / 2, use_t) * math.sqrt(var)
 
 
@@ -440,6 +442,8 @@ def minimum_detectable_effect(components: VarianceComponents, n_questions: int, 
     alpha = _check_prob("alpha", alpha)
     power = _check_prob("power", power)
     se = math.sqrt(comp.variance(n_questions, n_seeds))
+    if se == 0:
+        return 0.0
     return (_critical(comp, n_questions, n_seeds, 1 - alpha / 2, use_t) + _critical(comp, n_questions, n_seeds, power, use_t)) * se
 
 
