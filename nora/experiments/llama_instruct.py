@@ -37,9 +37,10 @@ NOTEBOOK = "06_llama_instruct"
 # cutoff: max tokens per example (Appendix C: 1024); threads: torch CPU threads (one is much
 # faster than two when the 2-core machine is shared); lm_eval_check: also score the base model
 # with lm-eval on the local task and compare with our scorer; seeds (book): five, because three
-# leave a 95 % interval of the paired difference too wide to tell 2 points from noise.
+# leave a 95 % interval of the paired difference too wide to tell 2 points from noise; smoke: two, the
+# fewest the chapter's paired intervals and power analysis work with.
 PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"sets": ("alpaca", "mathinstruct", "openorca"), "samples": 16, "steps": 2, "batch_size": 4,
+    "smoke": {"sets": ("alpaca", "mathinstruct", "openorca"), "seeds": (0, 1), "samples": 16, "steps": 2, "batch_size": 4,
               "learning_rate": 1e-3, "warmup_ratio": 0.0, "cutoff": 256, "eval_batch_size": 32,
               "lora": {"rank": 4, "alpha": 8}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
               "sample_tokens": 12, "threads": 1, "lm_eval_check": True},
