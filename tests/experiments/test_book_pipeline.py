@@ -320,6 +320,7 @@ def test_committed_notebooks_follow_the_conventions():
         assert all(c.execution_count is not None for c in code if c.source.strip()), f"{path.name}: unexecuted cells"
         assert not any(o.output_type == "error" for c in code for o in c.outputs), f"{path.name}: stored errors"
         assert nb.cells[-1].cell_type == "markdown", f"{path.name}: last cell must state what was found"
+        glued: set[str] = set()
         for cell in code:
             for out in cell.outputs:
                 shown = out.get("text", "") if out.output_type == "stream" else out.get("data", {}).get("text/plain", "")
@@ -328,6 +329,10 @@ def test_committed_notebooks_follow_the_conventions():
                 text = out.get("data", {}).get("text/plain", "")
                 # numpy 2 scalars glue as 'np.float64(...)', which {glue:text}`key:.2f` cannot format
                 assert not (name and text.startswith("np.")), f"{path.name}: glue {name!r} is {text!r}; glue float(...)"
+                # the strict site build fails on a key glued twice (record() glues every value it records)
+                assert not (name and name in glued), f"{path.name}: glue key {name!r} is glued twice"
+                if name:
+                    glued.add(name)
 
 
 def test_glued_numbers_match_the_recorded_book_results():
