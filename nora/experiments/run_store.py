@@ -36,6 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -95,6 +96,11 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         return ["tensor", str(t.dtype), list(t.shape), hashlib.sha256(t.numpy().tobytes()).hexdigest()]
+    if isinstance(value, np.ndarray | np.generic):
+        a = np.ascontiguousarray(value)
+        if a.dtype == object:
+            return ["ndarray", "object", list(a.shape), [_canonical(v) for v in a.ravel().tolist()]]
+        return ["ndarray", str(a.dtype), list(a.shape), hashlib.sha256(a.tobytes()).hexdigest()]
     if isinstance(value, Dataset):
         return ["dataset", len(value), _dataset_digest(value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

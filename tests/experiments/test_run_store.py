@@ -93,6 +93,20 @@ def test_keys_follow_the_arguments_content_and_the_code(monkeypatch):
         job_key(_square, {"x": object()})
 
 
+def test_numpy_arguments_are_keyed_by_dtype_shape_and_content():
+    import numpy as np
+
+    a = np.arange(6, dtype=np.int64)
+    key = job_key(_square, {"idx": a})
+    assert key == job_key(_square, {"idx": np.arange(6, dtype=np.int64)})
+    assert key != job_key(_square, {"idx": np.arange(6, dtype=np.int32)})        # dtype
+    assert key != job_key(_square, {"idx": a.reshape(2, 3)})                     # shape
+    assert key != job_key(_square, {"idx": np.array([0, 1, 2, 3, 4, 6])})        # content
+    assert job_key(_square, {"x": np.float64(0.5)}) != job_key(_square, {"x": np.float64(0.25)})
+    labels = np.array(["a", {"k": 1}], dtype=object)
+    assert job_key(_square, {"x": labels}) == job_key(_square, {"x": np.array(["a", {"k": 1}], dtype=object)})
+
+
 def test_the_code_digest_leaves_out_the_presentation_modules(tmp_path):
     pkg = tmp_path / "nora"
     (pkg / "experiments").mkdir(parents=True)
