@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from nora.experiments.profiles import resolve_profile, settings
 
-__all__ = ["PROFILES", "NOTEBOOK", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
+__all__ = ["PROFILES", "NOTEBOOK", "benchmarks", "choose_learning_rate", "evaluate", "instruction_records", "load_trained", "run_cell", "save_trained"]
 
 NOTEBOOK = "06_llama_instruct"
 
@@ -39,17 +40,26 @@ NOTEBOOK = "06_llama_instruct"
 # with lm-eval on the local task and compare with our scorer; seeds (book): five, because three
 # leave a 95 % interval of the paired difference too wide to tell 2 points from noise; smoke: two, the
 # fewest the chapter's paired intervals and power analysis work with.
+# lr_grid (smoke, book): the learning rates the chapter tries first, LoRA with the first seed on every set,
+# scored 5-shot on the validation split (validation_per_subject exam questions of every subject, which the
+# test then leaves out: corpus.Benchmark.split); choose_learning_rate takes the largest whose mean validation
+# average stays within retention_points of the base model's, and both methods then train at it. Half a
+# decade apart, from the paper's 1e-4 up to 1e-3, at which the first edition's tuned models lost 4-9 points.
+# learning_rate: that choice as the book run recorded it (results/book/06_llama_instruct.json
+# learning_rate_chosen; a test keeps them equal), used where no search runs (the command line, a passed
+# learning_rate). paper: the paper's 1e-4, no search, MMLU's own test.
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"sets": ("alpaca", "mathinstruct", "openorca"), "seeds": (0, 1), "samples": 16, "steps": 2, "batch_size": 4,
-              "learning_rate": 1e-3, "warmup_ratio": 0.0, "cutoff": 256, "eval_batch_size": 32,
+              "learning_rate": 1e-3, "lr_grid": (1e-3, 3e-3), "retention_points": 3.0, "validation_per_subject": 2, "warmup_ratio": 0.0, "cutoff": 256, "eval_batch_size": 32,
               "lora": {"rank": 4, "alpha": 8}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
               "sample_tokens": 12, "threads": 1, "lm_eval_check": True},
     "book": {"sets": ("alpaca", "mathinstruct", "openorca", "ultrachat"), "seeds": (0, 1, 2, 3, 4), "samples": 1000, "epochs": 1.0,
-             "batch_size": 8, "learning_rate": 1e-3, "warmup_ratio": 0.03, "cutoff": 256, "eval_batch_size": 32,
+             "batch_size": 8, "learning_rate": 3e-4, "lr_grid": (1e-4, 3e-4, 1e-3), "retention_points": 3.0, "validation_per_subject": 8, "warmup_ratio": 0.03, "cutoff": 256, "eval_batch_size": 32,
              "lora": {"rank": 8, "alpha": 16}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
              "sample_tokens": 40, "threads": 1, "lm_eval_check": True},
     "paper": {"sets": ("alpaca", "mathinstruct", "openorca", "sharegpt_hyper", "ultrachat"), "samples": 1000,
               "epochs": 3.0, "batch_size": 4, "gradient_accumulation": 2, "learning_rate": 1e-4,
+              "lr_grid": (), "retention_points": 3.0, "validation_per_subject": 0,
               "warmup_ratio": 0.1, "cutoff": 1024, "eval_batch_size": 2, "bf16": True,
               "lora": {"rank": 8, "alpha": 16}, "nora": {"groups": 8, "rank": 3, "alpha": 6},
               "sample_tokens": 128, "threads": 8, "lm_eval_check": False},
@@ -87,6 +97,38 @@ def evaluate(model, tokenizer, profile: str, cfg: dict, benchmark=None, *, per_q
         raise ValueError("benchmark is needed for the smoke / book profiles")
     result = mmlu.score(model, tokenizer, benchmark, k=5, batch_size=cfg["eval_batch_size"])
     return result if per_question else result.table_row()
+
+
+def benchmarks(world, cfg: dict):
+    """``(validation, test)`` of the generated benchmark (smoke, book): ``cfg["validation_per_subject"]`` exam questions
+    of every subject for choosing settings, the rest for the test; validation is None when that is 0."""
+    from nora.experiments.llm.corpus import Benchmark
+
+    full = Benchmark.from_world(world)
+    n = cfg.get("validation_per_subject", 0)
+    return full.split(n) if n else (None, full)
+
+
+def choose_learning_rate(validation: dict[float, float], base: float, retention_points: float = 3.0) -> tuple[float, bool]:
+    """The largest rate whose validation average (percent) is at least ``base − retention_points``, and whether one was.
+
+    ``validation`` maps each tried learning rate to the tuned model's validation average (e.g. LoRA's,
+    averaged over the instruction sets); ``base`` is the untuned model's on the same split. The
+    largest rate that keeps the base model's knowledge tunes the most; when none keeps it, the
+    smallest rate is returned with ``False``.
+    """
+    if not isinstance(validation, dict) or not validation:
+        raise ValueError(f"validation must be a non-empty dict {{learning rate: validation average}}, got {validation!r}")
+    for lr, score in validation.items():
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"validation keys must be positive learning rates, got {lr!r}")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise ValueError(f"validation[{lr!r}] must be a finite accuracy, got {score!r}")
+    for name, value in (("base", base), ("retention_points", retention_points)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (name == "retention_points" and value < 0):
+            raise ValueError(f"{name} must be a finite number{' >= 0' if name == 'retention_points' else ''}, got {value!r}")
+    kept = [lr for lr, score in validation.items() if score >= base - retention_points]
+    return (max(kept), True) if kept else (min(validation), False)
 
 
 def run_cell(base, tokenizer, records: list[dict], method: str, seed: int, cfg: dict,
@@ -203,10 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = settings(NOTEBOOK, profile)
     base, tokenizer = _base(profile)
     if profile != "paper":
-        from nora.experiments.llm.corpus import Benchmark
         from nora.experiments.llm.pretrain import PRETRAIN, world_for
 
-        benchmark = Benchmark.from_world(world_for(PRETRAIN[profile]))
+        benchmark = benchmarks(world_for(PRETRAIN[profile]), cfg)[1]  # the chapter's test questions
     else:
         benchmark = None
     model, spec = load_trained(base, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import nora  # noqa: F401  (first: torchvision next to CPU torch)
 import pytest
@@ -296,6 +297,55 @@ def test_world_is_seeded_and_exam_questions_never_occur_in_pretraining(world):
     for style in corpus.INSTRUCTION_STYLES:
         text = json.dumps(corpus.instruction_set(world, style, 50))
         assert not any(e in text for e in exam_entities if not e[0].isdigit()), style
+
+
+def test_validation_split_takes_exam_questions_the_test_then_leaves_out(world):
+    from nora.experiments.llama_instruct import benchmarks
+
+    full = Benchmark.from_world(world)
+    val, test = full.split(1)
+    assert val.dev == test.dev == full.dev and val.categories == test.categories == full.categories
+    assert len(val) == 12 and len(test) == 12 * 3 and len(val) + len(test) == len(full)
+    asked = lambda b: [(s, q.question) for s, qs in b.test.items() for q in qs]  # noqa: E731
+    assert not set(asked(val)) & set(asked(test)) and sorted(asked(val) + asked(test)) == sorted(asked(full))
+    exam = {f.question() for f in world.exam()}
+    assert {q for _, q in asked(val)} <= exam  # exam facts: never asked in pre-training nor in the instruction data
+    for bad, match in ((0, "positive int"), (True, "positive int"), (4, "leaves no test question")):
+        with pytest.raises(ValueError, match=match):
+            full.split(bad)
+    v, t = benchmarks(world, {"validation_per_subject": 2})
+    assert len(v) == 24 and [q.question for q in t.test["chemistry"]] == [q.question for q in full.test["chemistry"][2:]]
+    assert benchmarks(world, {"validation_per_subject": 0})[0] is None and len(benchmarks(world, {})[1]) == len(full)
+
+
+def test_the_learning_rate_is_the_largest_that_keeps_the_base_models_knowledge():
+    from nora.experiments.llama_instruct import choose_learning_rate
+
+    scores = {1e-4: 70.0, 3e-4: 68.5, 1e-3: 60.0}
+    assert choose_learning_rate(scores, base=71.0) == (3e-4, True)          # 68.5 >= 71 - 3
+    assert choose_learning_rate(scores, base=71.0, retention_points=12.0) == (1e-3, True)
+    assert choose_learning_rate(scores, base=80.0) == (1e-4, False)         # none keeps it: the smallest, flagged
+    assert choose_learning_rate({3e-4: 50.0}, base=53.0) == (3e-4, True)    # exactly at the bound counts
+    for bad, match in (({}, "non-empty"), ({0.0: 1.0}, "positive learning rates"), ({1e-3: float("nan")}, r"validation\[0.001\]")):
+        with pytest.raises(ValueError, match=match):
+            choose_learning_rate(bad, base=50.0)
+    with pytest.raises(ValueError, match="retention_points"):
+        choose_learning_rate(scores, base=50.0, retention_points=-1)
+
+
+def test_book_learning_rate_is_the_one_chapter_06_chose_on_its_validation_split():
+    from nora.experiments.llama_instruct import choose_learning_rate
+    from nora.experiments.profiles import settings
+
+    book = settings("06_llama_instruct", "book")
+    grid = sorted(book["lr_grid"])
+    assert 1e-4 in grid and all(2.9 < b / a < 3.5 for a, b in zip(grid, grid[1:]))  # from the paper's rate, half-decade steps
+    values = json.loads((Path(__file__).resolve().parents[2] / "results" / "book" / "06_llama_instruct.json").read_text())["values"]
+    assert book["learning_rate"] == pytest.approx(values["learning_rate_chosen"])
+    validation = {lr: values[f"validation_lora_average_lr{lr:g}"] for lr in grid}
+    chosen, kept = choose_learning_rate(validation, values["validation_base_average"], book["retention_points"])
+    assert chosen == pytest.approx(values["learning_rate_chosen"]) and kept == values["learning_rate_keeps_base"]
+    assert settings("06_llama_instruct", "paper")["lr_grid"] == () and settings("06_llama_instruct", "paper")["learning_rate"] == 1e-4
 
 
 def test_tokenizer_round_trips_and_letters_are_single_tokens(tokenizer):

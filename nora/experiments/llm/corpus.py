@@ -294,6 +294,24 @@ class Benchmark:
             categories[subject] = practice[0].relation.category
         return cls(dev=dev, test=test, categories=categories)
 
+    def split(self, per_subject: int) -> tuple[Benchmark, Benchmark]:
+        """``(validation, test)``: the first ``per_subject`` test questions of every subject, and the rest.
+
+        MMLU's validation split, for this benchmark: questions about exam facts (never stated as a
+        question in pre-training, never in the instruction data) that the test does not ask, for
+        choosing tuning settings without looking at the test. Both keep the dev examples.
+        """
+        if isinstance(per_subject, bool) or not isinstance(per_subject, int) or per_subject < 1:
+            raise ValueError(f"per_subject must be a positive int, got {per_subject!r}")
+        short = [s for s, qs in self.test.items() if len(qs) <= per_subject]
+        if short:
+            raise ValueError(f"per_subject={per_subject} leaves no test question in {short} "
+                             f"(they have {min(len(self.test[s]) for s in short)} or fewer)")
+        validation = {s: qs[:per_subject] for s, qs in self.test.items()}
+        test = {s: qs[per_subject:] for s, qs in self.test.items()}
+        return (Benchmark(dev=self.dev, test=validation, categories=dict(self.categories)),
+                Benchmark(dev=self.dev, test=test, categories=dict(self.categories)))
+
     def __len__(self) -> int:
         return sum(len(q) for q in self.test.values())
 
