@@ -78,16 +78,12 @@ __all__ = [
 # (results/book/04_vit_transfer.json: lr_probe 1e-3, lr_full 3e-4, lr_lora 3e-3, lr_dora 3e-3,
 # lr_nora 3e-2 with lr_nora_head 1e-3, lr_noraplus 1e-3), so that every grid reaches one step past
 # that choice on both sides.  The search's seed, split (seed 0, 20 %) and schedule are chapter
-# 04's, so its trials at these rates are chapter 04's trials (the earlier schedule, 6 epochs
-# without shifts, had chosen probe 1e-2, full 1e-3, NoRA++ 3e-3 and NoRA's head 1e-2; the first
-# edition's grids, on the 6-block shapes backbone, had the probe at 3e-2..3e-1).
-# Book-run CPU estimate (one torch thread per run; per-run CPU from chapter 04's glyph runs, about
-# twice the 6-epoch schedule's): search 6 methods x 3 rates = 18 runs of 360 steps (960 training
-# images) ~ 34 CPU-min; runs 6 x 3 seeds = 18 runs of 456 steps ~ 43 CPU-min;
-# the measurements after each run (activations on the probe batch, features of 1,000 test +
-# 1,200 training images, 9 t-SNEs of 1,000 points, Grad-CAM on 200 images) ~ 10-15 s a run on 12
-# blocks ~ 4 CPU-min; total ~ 40-45 CPU-min (first edition, 6 blocks: 11.8 min wall, 5.5 CPU-min
-# in the runs, about as much in the search).
+# 04's, so a trial repeats chapter 04's where both ran on this CPU (LoRA, DoRA, NoRA++); chapter
+# 04's probe and full fine-tuning trials came from the lent GPU, whose last-bit differences moved
+# those two choices (and so NoRA's head) one step, as the chapter says.
+# Book run (2026-12-04, one torch thread per run, two at a time): 18 search runs of 360 steps and
+# 18 runs of 456 steps with their measurements (activations on the probe batch, features of 1,000
+# test + 1,200 training images, t-SNEs, Grad-CAM on 200 images): 64.3 CPU-min, 46.7 min wall.
 # epochs / batch_size: every run; probe_per_class: test images per class whose activations are
 # compared (one fixed batch for every model); max_values: activation values kept per layer (a
 # seeded subset of positions, the same for every model); tsne_methods / tsne_classes /
